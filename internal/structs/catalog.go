@@ -78,9 +78,8 @@ type NodeService struct {
 // Clone returns a deep-enough copy of s for callers that mutate it.
 func (s *NodeService) Clone() *NodeService {
 	c := *s
-	c.Tags = append([]string(nil), s.Tags...)
-	if s.Tags == nil {
-		c.Tags = nil
+	if s.Tags != nil {
+		c.Tags = append(make([]string, 0, len(s.Tags)), s.Tags...)
 	}
 	c.Meta = cloneMap(s.Meta)
 	if s.TaggedAddresses != nil {

@@ -1,0 +1,534 @@
+// Package agent is the composition root of a Trellis agent: it builds the
+// state store, the raft server, the HTTP and DNS interfaces and the check
+// runners from a runtime config, keeps the agent's own services and checks,
+// and keeps the catalog equal to them (anti-entropy).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-uuid"
+	"github.com/trellis-mesh/trellis/internal/config"
+	"github.com/trellis-mesh/trellis/internal/dns"
+	"github.com/trellis-mesh/trellis/internal/fsm"
+	"github.com/trellis-mesh/trellis/internal/httpapi"
+	"github.com/trellis-mesh/trellis/internal/server"
+	"github.com/trellis-mesh/trellis/internal/state"
+	"github.com/trellis-mesh/trellis/internal/structs"
+	"github.com/trellis-mesh/trellis/internal/version"
+)
+
+// Options tune an agent beyond its user config; tests shorten the timers.
+type Options struct {
+	Logger *slog.Logger
+	// Args are the command-line arguments the config was loaded from;
+	// Reload loads them again.
+	Args []string
+	// SyncInterval is the anti-entropy period; default 1 minute.
+	SyncInterval time.Duration
+	// ReapInterval is how often critical services are checked for
+	// deregistration; default 30 seconds.
+	ReapInterval time.Duration
+	// MinDeregisterAfter is the shortest deregister_critical_service_after
+	// honoured; default 1 minute, as Consul.
+	MinDeregisterAfter time.Duration
+}
+
+// Agent is a running Trellis agent.
+type Agent struct {
+	cfg      *config.RuntimeConfig
+	opts     Options
+	logger   *slog.Logger
+	nodeName string
+	nodeID   string
+	started  time.Time
+
+	store   *state.Store
+	srv     *server.Server
+	api     *httpapi.API
+	metrics *metrics
+
+	httpServers []*http.Server
+	httpAddrs   []string
+	dnsServer   *dns.Server
+
+	syncMu   sync.Mutex // held across a change's sync so syncs apply in order
+	mu       sync.Mutex
+	services map[string]*localService // guarded by mu
+	checks   map[string]*localCheck   // guarded by mu
+
+	pendMu  sync.Mutex
+	pending map[string]checkResult // guarded by pendMu
+	pendCh  chan struct{}
+
+	eventMu sync.Mutex
+	events  []*structs.UserEvent // guarded by eventMu; a ring of the latest
+	eventCh chan struct{}        // guarded by eventMu; closed at the next event
+	ltime   uint64               // guarded by eventMu
+
+	leaveCh   chan struct{}
+	leaveOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New starts an agent: raft and the state store, the agent's node
+// registration, its configured services and checks, and its listeners.
+// Close stops it.
+func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = time.Minute
+	}
+	if opts.ReapInterval == 0 {
+		opts.ReapInterval = 30 * time.Second
+	}
+	if opts.MinDeregisterAfter == 0 {
+		opts.MinDeregisterAfter = time.Minute
+	}
+	if !cfg.Server {
+		return nil, fmt.Errorf("agent: client agents are not supported yet: run with -server or -dev")
+	}
+	if cfg.BootstrapExpect > 1 {
+		return nil, fmt.Errorf("agent: bootstrap_expect %d: clustering is not supported yet; use 1", cfg.BootstrapExpect)
+	}
+	a := &Agent{
+		cfg:      cfg,
+		opts:     opts,
+		logger:   opts.Logger,
+		nodeName: cfg.NodeName,
+		started:  time.Now(),
+		services: make(map[string]*localService),
+		checks:   make(map[string]*localCheck),
+		pending:  make(map[string]checkResult),
+		pendCh:   make(chan struct{}, 1),
+		eventCh:  make(chan struct{}),
+		leaveCh:  make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	var err error
+	if a.nodeID, err = a.loadNodeID(); err != nil {
+		return nil, err
+	}
+	a.store = state.New()
+	raftAddr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.ServerPort))
+	if cfg.DataDir == "" {
+		raftAddr = net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(max(cfg.ServerPort, 0)))
+	}
+	a.srv, err = server.New(server.Config{
+		NodeID: a.nodeID, NodeName: a.nodeName, DataDir: cfg.DataDir,
+		RaftAddr: raftAddr, Logger: a.logger,
+	}, a.store)
+	if err != nil {
+		return nil, err
+	}
+	a.metrics = newMetrics(a)
+	if err := a.start(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) start(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := a.srv.WaitForLeader(wctx); err != nil {
+		return fmt.Errorf("agent: waiting for raft leadership: %w", err)
+	}
+	a.syncMu.Lock()
+	err := a.registerSelf()
+	a.syncMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("agent: registering node: %w", err)
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.runCheckUpdates(a.done)
+	}()
+	if err := a.loadPersisted(); err != nil {
+		return err
+	}
+	if err := a.loadConfigDefinitions(a.cfg); err != nil {
+		return err
+	}
+	if err := a.SyncFull(); err != nil {
+		return fmt.Errorf("agent: first sync: %w", err)
+	}
+	a.api = httpapi.New(httpapi.Deps{
+		Store: a.store, Server: a.srv, Agent: a, Datacenter: a.cfg.Datacenter,
+		NodeName: a.nodeName, Logger: a.logger, MaxKVSize: a.cfg.KVMaxValueSize,
+	})
+	if err := a.startHTTP(); err != nil {
+		return err
+	}
+	if err := a.startDNS(); err != nil {
+		return err
+	}
+	a.wg.Add(1)
+	go a.loop()
+	return nil
+}
+
+func (a *Agent) startHTTP() error {
+	handler := a.metrics.instrument(a.api)
+	for _, addr := range a.cfg.HTTPAddrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("agent: HTTP listener on %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		a.httpServers = append(a.httpServers, srv)
+		a.httpAddrs = append(a.httpAddrs, ln.Addr().String())
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.logger.Error("HTTP server stopped", "addr", ln.Addr().String(), "error", err)
+			}
+		}()
+		a.logger.Info("HTTP API listening", "addr", ln.Addr().String())
+	}
+	return nil
+}
+
+func (a *Agent) startDNS() error {
+	if len(a.cfg.DNSAddrs) == 0 {
+		return nil
+	}
+	d := a.cfg.DNS
+	srv, err := dns.New(dns.Config{
+		Domain: d.Domain, AltDomain: d.AltDomain, Datacenter: a.cfg.Datacenter,
+		NodeName: a.nodeName, NodeTTL: d.NodeTTL, ServiceTTL: d.ServiceTTL,
+		OnlyPassing: d.OnlyPassing, UDPAnswerLimit: d.UDPAnswerLimit,
+		EnableTruncate: d.EnableTruncate, Recursors: d.Recursors,
+		RecursorTimeout: d.RecursorTimeout, Logger: a.logger,
+	}, dnsCatalog{a.store})
+	if err != nil {
+		return fmt.Errorf("agent: DNS: %w", err)
+	}
+	a.dnsServer = srv
+	for _, addr := range a.cfg.DNSAddrs {
+		if err := srv.Start(addr); err != nil {
+			return fmt.Errorf("agent: DNS listener on %s: %w", addr, err)
+		}
+	}
+	a.logger.Info("DNS listening", "addrs", srv.Addrs())
+	return nil
+}
+
+// dnsCatalog reads the state store for the DNS server.
+type dnsCatalog struct{ store *state.Store }
+
+func (c dnsCatalog) HealthService(name string) ([]*structs.CheckServiceNode, error) {
+	r := c.store.Read()
+	defer r.Abort()
+	_, out, err := r.CheckServiceNodes(nil, name)
+	return out, err
+}
+
+func (c dnsCatalog) Node(name string) (*structs.Node, error) {
+	r := c.store.Read()
+	defer r.Abort()
+	_, n, err := r.Node(nil, name)
+	return n, err
+}
+
+// loop runs anti-entropy and the critical-service reaper until Close.
+func (a *Agent) loop() {
+	defer a.wg.Done()
+	sync := time.NewTicker(a.opts.SyncInterval)
+	defer sync.Stop()
+	reap := time.NewTicker(a.opts.ReapInterval)
+	defer reap.Stop()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-sync.C:
+			if err := a.SyncFull(); err != nil {
+				a.logger.Warn("anti-entropy sync failed", "error", err)
+			}
+		case now := <-reap.C:
+			a.reapCritical(now)
+		}
+	}
+}
+
+// registerSelf registers this node and its serfHealth check. syncMu held.
+func (a *Agent) registerSelf() error {
+	addr := a.cfg.AdvertiseAddr
+	req := &structs.RegisterRequest{
+		Datacenter: a.cfg.Datacenter,
+		ID:         a.nodeID,
+		Node:       a.nodeName,
+		Address:    addr,
+		TaggedAddresses: map[string]string{
+			"lan": addr, "lan_ipv4": addr, "wan": addr, "wan_ipv4": addr,
+		},
+		NodeMeta: a.nodeMeta(),
+		Check: &structs.HealthCheck{
+			Node: a.nodeName, CheckID: structs.SerfCheckID, Name: structs.SerfCheckName,
+			Status: structs.HealthPassing, Output: structs.SerfCheckAliveOutput, Type: "",
+		},
+	}
+	rt := a.store.Read()
+	_, n, _ := rt.Node(nil, a.nodeName)
+	c, _ := rt.Check(a.nodeName, structs.SerfCheckID)
+	rt.Abort()
+	if n != nil && c != nil && c.Status == structs.HealthPassing && n.Address == addr && n.ID == a.nodeID &&
+		mapsEqual(n.Meta, req.NodeMeta) && mapsEqual(n.TaggedAddresses, req.TaggedAddresses) {
+		return nil
+	}
+	_, err := a.srv.Apply(fsm.RegisterRequestType, req)
+	return err
+}
+
+func (a *Agent) nodeMeta() map[string]string {
+	m := map[string]string{"consul-network-segment": "", "consul-version": version.Version}
+	for k, v := range a.cfg.NodeMeta {
+		m[k] = v
+	}
+	return m
+}
+
+func mapsEqual(x, y map[string]string) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for k, v := range x {
+		if w, ok := y[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// loadNodeID returns the configured node ID, or the one persisted in the
+// data dir, or a new one (persisted when there is a data dir).
+func (a *Agent) loadNodeID() (string, error) {
+	if a.cfg.NodeID != "" {
+		return strings.ToLower(a.cfg.NodeID), nil
+	}
+	if a.cfg.DataDir == "" {
+		return uuid.GenerateUUID()
+	}
+	path := filepath.Join(a.cfg.DataDir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	id, err := uuid.GenerateUUID()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("agent: data dir: %w", err)
+	}
+	if err := writeFileAtomic(path, []byte(id)); err != nil {
+		return "", fmt.Errorf("agent: writing node ID: %w", err)
+	}
+	return id, nil
+}
+
+// loadConfigDefinitions registers the services and checks of a config.
+func (a *Agent) loadConfigDefinitions(cfg *config.RuntimeConfig) error {
+	for _, def := range cfg.Services {
+		if err := a.addService(def, false, sourceConfig); err != nil {
+			return fmt.Errorf("agent: service %q from config: %w", def.Name, err)
+		}
+	}
+	for _, def := range cfg.Checks {
+		if err := a.addCheck(def, sourceConfig); err != nil {
+			return fmt.Errorf("agent: check %q from config: %w", def.Name, err)
+		}
+	}
+	return nil
+}
+
+// Reload re-reads the config files: services and checks defined there are
+// replaced by the new definitions; those registered over the API stay.
+func (a *Agent) Reload() error {
+	cfg, err := config.Load(a.opts.Args)
+	if err != nil {
+		return fmt.Errorf("Failed to reload configs: %v", err)
+	}
+	for _, w := range cfg.Warnings {
+		a.logger.Warn(w)
+	}
+	a.syncMu.Lock()
+	a.mu.Lock()
+	var gone []string
+	for id, ls := range a.services {
+		if ls.source == sourceConfig {
+			a.removeServiceLocked(id)
+			gone = append(gone, "s:"+id)
+		}
+	}
+	for id, lc := range a.checks {
+		if lc.source == sourceConfig {
+			a.dropCheckLocked(id)
+			gone = append(gone, "c:"+id)
+		}
+	}
+	a.cfg.Services, a.cfg.Checks = cfg.Services, cfg.Checks
+	a.mu.Unlock()
+	a.syncMu.Unlock()
+	if err := a.loadConfigDefinitions(cfg); err != nil {
+		return err
+	}
+	// Anything that was in the old config only is removed from the
+	// catalog by a full sync.
+	return a.SyncFull()
+}
+
+// Leave asks the agent to shut down, as `consul leave` does.
+func (a *Agent) Leave() error {
+	a.leaveOnce.Do(func() { close(a.leaveCh) })
+	return nil
+}
+
+// LeaveCh is closed when a leave was requested.
+func (a *Agent) LeaveCh() <-chan struct{} { return a.leaveCh }
+
+// HTTPAddrs returns the addresses the HTTP API listens on.
+func (a *Agent) HTTPAddrs() []string { return a.httpAddrs }
+
+// DNSAddrs returns the addresses DNS listens on.
+func (a *Agent) DNSAddrs() []string {
+	if a.dnsServer == nil {
+		return nil
+	}
+	return a.dnsServer.Addrs()
+}
+
+// Store returns the state store (for tests and benchmarks in-process).
+func (a *Agent) Store() *state.Store { return a.store }
+
+// Close shuts the agent down: listeners first (in-flight requests finish),
+// then check runners, then raft, which flushes its log.
+func (a *Agent) Close() error {
+	var err error
+	a.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, s := range a.httpServers {
+			if e := s.Shutdown(ctx); e != nil {
+				s.Close()
+			}
+		}
+		if a.dnsServer != nil {
+			a.dnsServer.Close()
+		}
+		close(a.done)
+		a.mu.Lock()
+		for _, lc := range a.checks {
+			if lc.runner != nil {
+				lc.runner.Stop()
+			}
+		}
+		a.mu.Unlock()
+		a.wg.Wait()
+		if a.srv != nil {
+			err = a.srv.Shutdown()
+		}
+	})
+	return err
+}
+
+// FireEvent records a user event. Events are local to this agent until
+// gossip exists.
+func (a *Agent) FireEvent(ev *structs.UserEvent) error {
+	a.eventMu.Lock()
+	defer a.eventMu.Unlock()
+	a.ltime++
+	ev.LTime = a.ltime
+	a.events = append(a.events, ev)
+	if len(a.events) > 256 {
+		a.events = a.events[len(a.events)-256:]
+	}
+	close(a.eventCh)
+	a.eventCh = make(chan struct{})
+	return nil
+}
+
+// Events returns the recent events and a channel closed at the next one.
+func (a *Agent) Events() ([]*structs.UserEvent, <-chan struct{}) {
+	a.eventMu.Lock()
+	defer a.eventMu.Unlock()
+	return append([]*structs.UserEvent(nil), a.events...), a.eventCh
+}
+
+func (a *Agent) member() structs.AgentMember {
+	return structs.AgentMember{
+		Name: a.nodeName, Addr: a.cfg.AdvertiseAddr, Port: uint16(max(a.cfg.SerfLANPort, 0)),
+		Tags: map[string]string{
+			"role": "consul", "dc": a.cfg.Datacenter, "id": a.nodeID, "port": strconv.Itoa(a.cfg.ServerPort),
+			"build": version.Version, "vsn": "2", "vsn_min": "2", "vsn_max": "3", "segment": "",
+			"bootstrap": "1",
+		},
+		Status: 1, ProtocolMin: 1, ProtocolMax: 5, ProtocolCur: 2, DelegateMin: 2, DelegateMax: 5, DelegateCur: 4,
+	}
+}
+
+// Members lists the LAN members: only this agent until gossip exists.
+func (a *Agent) Members() []structs.AgentMember { return []structs.AgentMember{a.member()} }
+
+// Self describes the agent, as /v1/agent/self.
+func (a *Agent) Self() map[string]any {
+	cfg := map[string]any{
+		"Datacenter": a.cfg.Datacenter, "PrimaryDatacenter": a.cfg.Datacenter,
+		"NodeName": a.nodeName, "NodeID": a.nodeID, "Server": a.cfg.Server,
+		"Revision": "", "Version": version.Version, "BuildDate": "",
+	}
+	return map[string]any{
+		"Config":      cfg,
+		"DebugConfig": map[string]any{"DevMode": a.cfg.DevMode, "DataDir": a.cfg.DataDir, "ClientAddrs": a.cfg.ClientAddrs},
+		"Coord":       nil,
+		"Member":      a.member(),
+		"Stats": map[string]any{
+			"raft":  a.srv.Stats(),
+			"agent": map[string]string{"checks": strconv.Itoa(len(a.Checks())), "services": strconv.Itoa(len(a.Services()))},
+		},
+		"Meta": a.nodeMeta(),
+	}
+}
+
+var _ httpapi.Agent = (*Agent)(nil)
+
+// writeFileAtomic writes data to path through a temporary file and a
+// rename, so a crash leaves the old or the new content, never a mix.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+

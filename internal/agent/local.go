@@ -1,0 +1,627 @@
+package agent
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/checks"
+	"github.com/trellis-mesh/trellis/internal/fsm"
+	"github.com/trellis-mesh/trellis/internal/structs"
+)
+
+// source says where a local service or check came from: config files are
+// re-read on reload, API registrations are kept (and persisted).
+type source int
+
+const (
+	sourceAPI source = iota
+	sourceConfig
+)
+
+type localService struct {
+	svc    *structs.NodeService
+	source source
+}
+
+type localCheck struct {
+	check         *structs.HealthCheck
+	def           *structs.CheckType // nil for maintenance checks
+	runner        checks.Runner
+	source        source
+	criticalSince time.Time
+}
+
+func badRequest(format string, args ...any) error {
+	return structs.BadRequestError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// validateService checks a service definition and returns its instance.
+func validateService(def *structs.ServiceDefinition) (*structs.NodeService, error) {
+	if def.Name == "" {
+		return nil, badRequest("Missing service name")
+	}
+	if def.Port < 0 || def.Port > 65535 {
+		return nil, badRequest("Invalid service port %d: must be between 0 and 65535", def.Port)
+	}
+	if def.Weights != nil && (def.Weights.Passing < 1 || def.Weights.Warning < 0) {
+		return nil, badRequest("Passing must be greater than 0")
+	}
+	ns := def.NodeService()
+	if ns.Meta == nil {
+		ns.Meta = map[string]string{}
+	}
+	if ns.Tags == nil {
+		ns.Tags = []string{}
+	}
+	return ns, nil
+}
+
+// checkFromDef validates a check definition and builds the catalog check
+// it reports as. svc is the service it belongs to, or nil.
+func (a *Agent) checkFromDef(def *structs.CheckType, svc *structs.NodeService, n, total int) (*structs.HealthCheck, error) {
+	id := def.CheckID
+	if svc != nil && id == "" {
+		id = "service:" + svc.ID
+		if total > 1 {
+			id = fmt.Sprintf("service:%s:%d", svc.ID, n+1)
+		}
+	}
+	if id == "" {
+		id = def.Name
+	}
+	if id == "" {
+		return nil, badRequest("Missing check name")
+	}
+	name := def.Name
+	if name == "" {
+		if svc != nil {
+			name = fmt.Sprintf("Service '%s' check", svc.Service)
+		} else {
+			name = id
+		}
+	}
+	status := def.Status
+	if status == "" {
+		status = structs.HealthCritical
+	}
+	if !structs.ValidStatus(status) {
+		return nil, badRequest("Status for checks must 'passing', 'warning', 'critical'")
+	}
+	typ := def.Type()
+	switch typ {
+	case "":
+		return nil, badRequest("Check %q: must provide TTL or Args/HTTP/TCP/GRPC and an Interval", id)
+	case "alias":
+		return nil, badRequest("Check %q: alias checks are not supported yet", id)
+	case "http", "tcp", "grpc", "script":
+		if def.Interval <= 0 {
+			return nil, badRequest("Check %q: Interval must be > 0 for Script, HTTP, gRPC or TCP checks", id)
+		}
+	}
+	if typ == "script" && !a.cfg.EnableScriptChecks && !a.cfg.EnableLocalScriptChecks {
+		return nil, badRequest("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true")
+	}
+	if def.Timeout < 0 || def.Interval < 0 || def.DeregisterCriticalServiceAfter < 0 {
+		return nil, badRequest("Check %q: durations must not be negative", id)
+	}
+	hc := &structs.HealthCheck{
+		Node:    a.nodeName,
+		CheckID: id,
+		Name:    name,
+		Status:  status,
+		Notes:   def.Notes,
+		Type:    typ,
+		Definition: structs.HealthCheckDefinition{
+			HTTP:                           def.HTTP,
+			TLSServerName:                  def.TLSServerName,
+			TLSSkipVerify:                  def.TLSSkipVerify,
+			Header:                         def.Header,
+			Method:                         def.Method,
+			Body:                           def.Body,
+			TCP:                            def.TCP,
+			GRPC:                           def.GRPC,
+			GRPCUseTLS:                     def.GRPCUseTLS,
+			Interval:                       def.Interval,
+			Timeout:                        def.Timeout,
+			DeregisterCriticalServiceAfter: def.DeregisterCriticalServiceAfter,
+			ScriptArgs:                     def.ScriptArgsOrArgs(),
+		},
+	}
+	if def.Interval > 0 {
+		hc.Interval = def.Interval.String()
+	}
+	if def.Timeout > 0 {
+		hc.Timeout = def.Timeout.String()
+	}
+	if svc != nil {
+		hc.ServiceID, hc.ServiceName, hc.ServiceTags = svc.ID, svc.Service, svc.Tags
+	} else if def.ServiceID != "" {
+		a.mu.Lock()
+		ls := a.services[def.ServiceID]
+		a.mu.Unlock()
+		if ls == nil {
+			return nil, badRequest("ServiceID %q does not exist", def.ServiceID)
+		}
+		hc.ServiceID, hc.ServiceName, hc.ServiceTags = ls.svc.ID, ls.svc.Service, ls.svc.Tags
+	}
+	return hc, nil
+}
+
+// AddService registers a service with its checks on this agent and syncs
+// it to the catalog before returning.
+func (a *Agent) AddService(def *structs.ServiceDefinition, replaceExistingChecks bool) error {
+	return a.addService(def, replaceExistingChecks, sourceAPI)
+}
+
+func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src source) error {
+	ns, err := validateService(def)
+	if err != nil {
+		return err
+	}
+	defs := def.AllChecks()
+	hcs := make([]*structs.HealthCheck, len(defs))
+	for i, cd := range defs {
+		if hcs[i], err = a.checkFromDef(cd, ns, i, len(defs)); err != nil {
+			return err
+		}
+	}
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	a.services[ns.ID] = &localService{svc: ns, source: src}
+	keep := make(map[string]bool)
+	for i, hc := range hcs {
+		keep[hc.CheckID] = true
+		a.putCheckLocked(hc, defs[i], src)
+	}
+	if replace {
+		for id, lc := range a.checks {
+			if lc.check.ServiceID == ns.ID && !keep[id] && lc.def != nil {
+				a.dropCheckLocked(id)
+			}
+		}
+	}
+	a.mu.Unlock()
+	if src == sourceAPI {
+		a.persistService(def)
+	}
+	return a.syncServiceLocked(ns.ID)
+}
+
+// putCheckLocked stores a check and (re)starts its runner. A re-registered
+// check keeps its current status unless the definition sets one.
+func (a *Agent) putCheckLocked(hc *structs.HealthCheck, def *structs.CheckType, src source) {
+	if old, ok := a.checks[hc.CheckID]; ok {
+		if old.runner != nil {
+			old.runner.Stop()
+		}
+		if def != nil && def.Status == "" {
+			hc.Status, hc.Output = old.check.Status, old.check.Output
+		}
+	}
+	lc := &localCheck{check: hc, def: def, source: src}
+	if hc.Status == structs.HealthCritical {
+		lc.criticalSince = time.Now()
+	}
+	a.checks[hc.CheckID] = lc
+	if def == nil {
+		return
+	}
+	r, err := checks.New(hc.CheckID, def, checks.Options{
+		Notify:             checkNotifier{a},
+		Logger:             a.logger,
+		EnableScriptChecks: a.cfg.EnableScriptChecks || a.cfg.EnableLocalScriptChecks,
+	})
+	if err != nil {
+		a.logger.Error("starting check", "check", hc.CheckID, "error", err)
+		hc.Output = err.Error()
+		return
+	}
+	lc.runner = r
+}
+
+func (a *Agent) dropCheckLocked(id string) {
+	if lc, ok := a.checks[id]; ok {
+		if lc.runner != nil {
+			lc.runner.Stop()
+		}
+		delete(a.checks, id)
+		a.unpersist("checks", id)
+	}
+}
+
+// RemoveService deregisters a local service and its checks.
+func (a *Agent) RemoveService(id string) error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	if _, ok := a.services[id]; !ok {
+		a.mu.Unlock()
+		return structs.NotFoundError{Reason: fmt.Sprintf("Unknown service ID %q. Ensure that the service ID is passed, not the service name.", id)}
+	}
+	a.removeServiceLocked(id)
+	a.mu.Unlock()
+	return a.syncServiceLocked(id)
+}
+
+func (a *Agent) removeServiceLocked(id string) {
+	delete(a.services, id)
+	for cid, lc := range a.checks {
+		if lc.check.ServiceID == id {
+			a.dropCheckLocked(cid)
+		}
+	}
+	a.unpersist("services", id)
+}
+
+// AddCheck registers a check on this agent.
+func (a *Agent) AddCheck(def *structs.CheckType) error {
+	return a.addCheck(def, sourceAPI)
+}
+
+func (a *Agent) addCheck(def *structs.CheckType, src source) error {
+	hc, err := a.checkFromDef(def, nil, 0, 1)
+	if err != nil {
+		return err
+	}
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	a.putCheckLocked(hc, def, src)
+	a.mu.Unlock()
+	if src == sourceAPI {
+		a.persistCheck(hc.CheckID, def)
+	}
+	return a.syncCheckLocked(hc.CheckID)
+}
+
+// RemoveCheck deregisters a local check.
+func (a *Agent) RemoveCheck(id string) error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	if _, ok := a.checks[id]; !ok {
+		a.mu.Unlock()
+		return structs.NotFoundError{Reason: fmt.Sprintf("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)}
+	}
+	a.dropCheckLocked(id)
+	a.mu.Unlock()
+	return a.syncCheckLocked(id)
+}
+
+// UpdateTTLCheck sets the status of a TTL check (agent/check/pass etc.).
+func (a *Agent) UpdateTTLCheck(id, status, output string) error {
+	a.mu.Lock()
+	lc, ok := a.checks[id]
+	if !ok {
+		a.mu.Unlock()
+		return structs.NotFoundError{Reason: fmt.Sprintf("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)}
+	}
+	ttl, isTTL := lc.runner.(checks.TTLRunner)
+	a.mu.Unlock()
+	if !isTTL {
+		return badRequest("CheckID %q does not have associated TTL", id)
+	}
+	// The runner restarts its timer; the catalog is updated here too so
+	// that the caller reads its own write.
+	ttl.SetStatus(status, output)
+	a.updateCheck(id, status, output)
+	return nil
+}
+
+// checkNotifier feeds runner results into the agent. It never blocks: a
+// runner may be stopped while the agent holds its locks, so results are
+// queued (the latest per check) for the agent's update loop.
+type checkNotifier struct{ a *Agent }
+
+type checkResult struct{ status, output string }
+
+func (n checkNotifier) UpdateCheck(id, status, output string) {
+	a := n.a
+	a.pendMu.Lock()
+	a.pending[id] = checkResult{status, output}
+	a.pendMu.Unlock()
+	select {
+	case a.pendCh <- struct{}{}:
+	default:
+	}
+}
+
+// runCheckUpdates applies queued check results until ctx ends.
+func (a *Agent) runCheckUpdates(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case <-a.pendCh:
+		}
+		a.pendMu.Lock()
+		batch := a.pending
+		a.pending = make(map[string]checkResult)
+		a.pendMu.Unlock()
+		for id, r := range batch {
+			a.updateCheck(id, r.status, r.output)
+		}
+	}
+}
+
+func (a *Agent) updateCheck(id, status, output string) {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	lc, ok := a.checks[id]
+	if !ok || (lc.check.Status == status && lc.check.Output == output) {
+		a.mu.Unlock()
+		return
+	}
+	n := lc.check.Clone()
+	n.Status, n.Output = status, output
+	if status == structs.HealthCritical && lc.check.Status != structs.HealthCritical {
+		lc.criticalSince = time.Now()
+	}
+	lc.check = n
+	a.mu.Unlock()
+	if err := a.syncCheckLocked(id); err != nil {
+		a.logger.Warn("syncing check", "check", id, "error", err)
+	}
+}
+
+// ServiceMaintenance puts a service in or out of maintenance mode.
+func (a *Agent) ServiceMaintenance(id string, enable bool, reason string) error {
+	a.mu.Lock()
+	ls, ok := a.services[id]
+	a.mu.Unlock()
+	if !ok {
+		return structs.NotFoundError{Reason: fmt.Sprintf("No service registered with ID %q", id)}
+	}
+	checkID := structs.ServiceMaintPrefix + id
+	if !enable {
+		return a.removeMaintCheck(checkID)
+	}
+	if reason == "" {
+		reason = structs.DefaultSvcMaintReason
+	}
+	return a.addMaintCheck(&structs.HealthCheck{
+		Node: a.nodeName, CheckID: checkID, Name: "Service Maintenance Mode", Notes: reason,
+		ServiceID: id, ServiceName: ls.svc.Service, ServiceTags: ls.svc.Tags,
+		Status: structs.HealthCritical, Type: "maintenance",
+	})
+}
+
+// NodeMaintenance puts the node in or out of maintenance mode.
+func (a *Agent) NodeMaintenance(enable bool, reason string) error {
+	if !enable {
+		return a.removeMaintCheck(structs.NodeMaintCheckID)
+	}
+	if reason == "" {
+		reason = structs.DefaultMaintReason
+	}
+	return a.addMaintCheck(&structs.HealthCheck{
+		Node: a.nodeName, CheckID: structs.NodeMaintCheckID, Name: "Node Maintenance Mode",
+		Notes: reason, Status: structs.HealthCritical, Type: "maintenance",
+	})
+}
+
+func (a *Agent) addMaintCheck(hc *structs.HealthCheck) error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	if _, ok := a.checks[hc.CheckID]; ok {
+		a.mu.Unlock()
+		return nil
+	}
+	a.checks[hc.CheckID] = &localCheck{check: hc}
+	a.mu.Unlock()
+	return a.syncCheckLocked(hc.CheckID)
+}
+
+func (a *Agent) removeMaintCheck(id string) error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	if _, ok := a.checks[id]; !ok {
+		a.mu.Unlock()
+		return nil
+	}
+	delete(a.checks, id)
+	a.mu.Unlock()
+	return a.syncCheckLocked(id)
+}
+
+// Services returns the local services by ID.
+func (a *Agent) Services() map[string]*structs.NodeService {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]*structs.NodeService, len(a.services))
+	for id, ls := range a.services {
+		s := ls.svc.Clone()
+		s.Datacenter = a.cfg.Datacenter
+		out[id] = s
+	}
+	return out
+}
+
+// Service returns one local service, or nil.
+func (a *Agent) Service(id string) *structs.NodeService {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ls, ok := a.services[id]
+	if !ok {
+		return nil
+	}
+	s := ls.svc.Clone()
+	s.Datacenter = a.cfg.Datacenter
+	// Consul reports the content hash of the definition here, so that
+	// clients can block on changes; the ModifyIndex serves the same end.
+	return s
+}
+
+// Checks returns the local checks by ID.
+func (a *Agent) Checks() map[string]*structs.HealthCheck {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]*structs.HealthCheck, len(a.checks))
+	for id, lc := range a.checks {
+		out[id] = lc.check.Clone()
+	}
+	return out
+}
+
+// --- sync to the catalog ---
+
+// syncServiceLocked writes one local service, with its checks, to the
+// catalog, or removes it there when it is no longer local. syncMu must be
+// held so that syncs apply in the order of the changes.
+func (a *Agent) syncServiceLocked(id string) error {
+	a.mu.Lock()
+	ls, ok := a.services[id]
+	var svc *structs.NodeService
+	var hcs []*structs.HealthCheck
+	if ok {
+		svc = ls.svc.Clone()
+		for _, lc := range a.checks {
+			if lc.check.ServiceID == id {
+				hcs = append(hcs, lc.check.Clone())
+			}
+		}
+	}
+	a.mu.Unlock()
+	if !ok {
+		_, err := a.srv.Apply(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: a.nodeName, ServiceID: id})
+		return err
+	}
+	sort.Slice(hcs, func(i, j int) bool { return hcs[i].CheckID < hcs[j].CheckID })
+	_, err := a.srv.Apply(fsm.RegisterRequestType, &structs.RegisterRequest{
+		Node: a.nodeName, SkipNodeUpdate: true, Service: svc, Checks: hcs,
+	})
+	return err
+}
+
+// syncCheckLocked writes one local check to the catalog, or removes it.
+func (a *Agent) syncCheckLocked(id string) error {
+	a.mu.Lock()
+	lc, ok := a.checks[id]
+	var hc *structs.HealthCheck
+	if ok {
+		hc = lc.check.Clone()
+	}
+	a.mu.Unlock()
+	if !ok {
+		_, err := a.srv.Apply(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: a.nodeName, CheckID: id})
+		return err
+	}
+	_, err := a.srv.Apply(fsm.RegisterRequestType, &structs.RegisterRequest{
+		Node: a.nodeName, SkipNodeUpdate: true, Check: hc,
+	})
+	return err
+}
+
+// SyncFull is anti-entropy: it makes the catalog's view of this node equal
+// to the agent's, registering what is missing or different and removing
+// what the agent does not have.
+func (a *Agent) SyncFull() error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	if err := a.registerSelf(); err != nil {
+		return err
+	}
+	rt := a.store.Read()
+	_, _, catSvcs, err := rt.NodeServices(nil, a.nodeName)
+	if err != nil {
+		rt.Abort()
+		return err
+	}
+	_, catChecks, err := rt.NodeChecks(nil, a.nodeName)
+	rt.Abort()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	var svcSync, checkSync []string
+	catSvcByID := make(map[string]*structs.NodeService)
+	for _, s := range catSvcs {
+		catSvcByID[s.ID] = s
+		if _, ok := a.services[s.ID]; !ok {
+			svcSync = append(svcSync, s.ID)
+		}
+	}
+	for id, ls := range a.services {
+		if c, ok := catSvcByID[id]; !ok || !sameService(c, ls.svc) {
+			svcSync = append(svcSync, id)
+		}
+	}
+	catCheckByID := make(map[string]*structs.HealthCheck)
+	for _, c := range catChecks {
+		catCheckByID[c.CheckID] = c
+		if c.CheckID == structs.SerfCheckID {
+			continue
+		}
+		if _, ok := a.checks[c.CheckID]; !ok {
+			checkSync = append(checkSync, c.CheckID)
+		}
+	}
+	for id, lc := range a.checks {
+		if c, ok := catCheckByID[id]; !ok || !sameCheck(c, lc.check) {
+			checkSync = append(checkSync, id)
+		}
+	}
+	a.mu.Unlock()
+	for _, id := range svcSync {
+		if err := a.syncServiceLocked(id); err != nil {
+			return err
+		}
+	}
+	for _, id := range checkSync {
+		if err := a.syncCheckLocked(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sameService(cat, local *structs.NodeService) bool {
+	c, l := cat.Clone(), local.Clone()
+	c.CreateIndex, c.ModifyIndex, l.CreateIndex, l.ModifyIndex = 0, 0, 0, 0
+	c.Datacenter, l.Datacenter = "", ""
+	return reflect.DeepEqual(c, l)
+}
+
+func sameCheck(cat, local *structs.HealthCheck) bool {
+	c, l := *cat, *local
+	c.CreateIndex, c.ModifyIndex, l.CreateIndex, l.ModifyIndex = 0, 0, 0, 0
+	c.ServiceTags, l.ServiceTags = nil, nil
+	c.ServiceName, l.ServiceName = strings.ToLower(c.ServiceName), strings.ToLower(l.ServiceName)
+	return reflect.DeepEqual(&c, &l)
+}
+
+// reapCritical deregisters services whose check has been critical for
+// longer than its deregister_critical_service_after.
+func (a *Agent) reapCritical(now time.Time) {
+	a.mu.Lock()
+	var doomed []string
+	for _, lc := range a.checks {
+		if lc.def == nil || lc.check.ServiceID == "" || lc.check.Status != structs.HealthCritical {
+			continue
+		}
+		after := lc.def.DeregisterCriticalServiceAfter.D()
+		if after <= 0 {
+			continue
+		}
+		if after < a.opts.MinDeregisterAfter {
+			after = a.opts.MinDeregisterAfter
+		}
+		if !lc.criticalSince.IsZero() && now.Sub(lc.criticalSince) >= after {
+			doomed = append(doomed, lc.check.ServiceID)
+		}
+	}
+	a.mu.Unlock()
+	for _, id := range doomed {
+		a.logger.Info("removing service: its check has been critical too long", "service", id)
+		if err := a.RemoveService(id); err != nil && !structs.IsNotFound(err) {
+			a.logger.Warn("reaping service", "service", id, "error", err)
+		}
+	}
+}

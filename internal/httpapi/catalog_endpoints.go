@@ -1,0 +1,337 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/trellis-mesh/trellis/internal/fsm"
+	"github.com/trellis-mesh/trellis/internal/state"
+	"github.com/trellis-mesh/trellis/internal/structs"
+)
+
+// checkDatacenter rejects a request for a datacenter this agent cannot
+// reach: only its own, until federation exists.
+func (a *API) checkDatacenter(dc string) error {
+	if dc == "" || strings.EqualFold(dc, a.deps.Datacenter) {
+		return nil
+	}
+	return fmt.Errorf("No path to datacenter")
+}
+
+func (a *API) dcParam(r *http.Request) error {
+	return a.checkDatacenter(r.URL.Query().Get("dc"))
+}
+
+func (a *API) catalogRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req structs.RegisterRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if err := a.checkDatacenter(req.Datacenter); err != nil {
+		return nil, err
+	}
+	if err := ValidateRegister(&req); err != nil {
+		return nil, err
+	}
+	req.Datacenter = a.deps.Datacenter
+	if _, err := a.deps.Server.Apply(fsm.RegisterRequestType, &req); err != nil {
+		if strings.HasPrefix(err.Error(), "Missing ") {
+			return nil, badRequest("%v", err)
+		}
+		return nil, err
+	}
+	return true, nil
+}
+
+// ValidateRegister checks a catalog registration and fills in defaults, so
+// that a bad one is refused before anything is written.
+func ValidateRegister(req *structs.RegisterRequest) error {
+	if req.Node == "" {
+		return badRequest("Must provide node")
+	}
+	if req.Address == "" && !req.SkipNodeUpdate {
+		return badRequest("Must provide address")
+	}
+	if req.ID != "" && !isUUID(req.ID) {
+		return badRequest("Invalid node ID: %q is not a UUID", req.ID)
+	}
+	if s := req.Service; s != nil {
+		if s.Service == "" {
+			return badRequest("Must provide service name")
+		}
+		if s.ID == "" {
+			s.ID = s.Service
+		}
+		if s.Port < 0 || s.Port > 65535 {
+			return badRequest("Invalid service port %d for %q", s.Port, s.ID)
+		}
+		if s.Weights == (structs.Weights{}) {
+			s.Weights = structs.Weights{Passing: 1, Warning: 1}
+		}
+	}
+	checks := req.Checks
+	if req.Check != nil {
+		checks = append([]*structs.HealthCheck{req.Check}, checks...)
+	}
+	for _, c := range checks {
+		if c.CheckID == "" {
+			c.CheckID = c.Name
+		}
+		if c.CheckID == "" {
+			return badRequest("Must provide a CheckID or Name for the check")
+		}
+		if c.Node != "" && !strings.EqualFold(c.Node, req.Node) {
+			return badRequest("Check node %q must match the registered node %q", c.Node, req.Node)
+		}
+		if c.Status == "" {
+			c.Status = structs.HealthCritical
+		}
+		if !structs.ValidStatus(c.Status) {
+			return badRequest("Invalid check status %q for check %q", c.Status, c.CheckID)
+		}
+		if c.ServiceID == "" && req.Service != nil && c.ServiceName == req.Service.Service {
+			c.ServiceID = req.Service.ID
+		}
+	}
+	return nil
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (a *API) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req structs.DeregisterRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if err := a.checkDatacenter(req.Datacenter); err != nil {
+		return nil, err
+	}
+	if req.Node == "" {
+		return nil, badRequest("Must provide node")
+	}
+	if _, err := a.deps.Server.Apply(fsm.DeregisterRequestType, &req); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+func (a *API) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+	return []string{a.deps.Datacenter}, nil
+}
+
+func (a *API) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	meta := nodeMetaFilter(r)
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		idx, nodes, err := rt.Nodes(ws)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]*structs.Node, 0, len(nodes))
+		for _, n := range nodes {
+			if metaMatches(n.Meta, meta) {
+				out = append(out, n)
+			}
+		}
+		return idx, out, nil
+	})
+}
+
+func (a *API) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	meta := nodeMetaFilter(r)
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		if meta == nil {
+			return rt.Services(ws)
+		}
+		idx, nodes, err := rt.Nodes(ws)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := map[string][]string{}
+		for _, n := range nodes {
+			if !metaMatches(n.Meta, meta) {
+				continue
+			}
+			i, _, svcs, err := rt.NodeServices(ws, n.Node)
+			if err != nil {
+				return 0, nil, err
+			}
+			if i > idx {
+				idx = i
+			}
+			for _, s := range svcs {
+				tags := out[s.Service]
+				if tags == nil {
+					tags = []string{}
+				}
+				for _, t := range s.Tags {
+					if !hasTags(tags, []string{t}) {
+						tags = append(tags, t)
+					}
+				}
+				out[s.Service] = tags
+			}
+		}
+		return idx, out, nil
+	})
+}
+
+func (a *API) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	name := r.PathValue("name")
+	tags := r.URL.Query()["tag"]
+	meta := nodeMetaFilter(r)
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		idx, nodes, err := rt.ServiceNodes(ws, name)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]*structs.ServiceNode, 0, len(nodes))
+		for _, sn := range nodes {
+			if hasTags(sn.ServiceTags, tags) && metaMatches(sn.NodeMeta, meta) {
+				out = append(out, sn)
+			}
+		}
+		return idx, out, nil
+	})
+}
+
+func (a *API) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	name := r.PathValue("node")
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		idx, n, svcs, err := rt.NodeServices(ws, name)
+		if err != nil || n == nil {
+			return idx, nil, err
+		}
+		m := make(map[string]*structs.NodeService, len(svcs))
+		for _, s := range svcs {
+			m[s.ID] = s
+		}
+		return idx, &structs.NodeServices{Node: n, Services: m}, nil
+	})
+}
+
+func (a *API) catalogNodeServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	name := r.PathValue("node")
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		idx, n, svcs, err := rt.NodeServices(ws, name)
+		if err != nil || n == nil {
+			return idx, nil, err
+		}
+		if svcs == nil {
+			svcs = []*structs.NodeService{}
+		}
+		return idx, &structs.NodeServiceList{Node: n, Services: svcs}, nil
+	})
+}
+
+// --- health ---
+
+func (a *API) healthNode(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	node := r.PathValue("node")
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		return wrapChecks(rt.NodeChecks(ws, node))
+	})
+}
+
+func (a *API) healthChecks(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	name := r.PathValue("name")
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		return wrapChecks(rt.ServiceChecks(ws, name))
+	})
+}
+
+func (a *API) healthState(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	st := r.PathValue("state")
+	if st != structs.HealthAny && !structs.ValidStatus(st) {
+		return nil, badRequest("Invalid check state: %q", st)
+	}
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		return wrapChecks(rt.ChecksInState(ws, st))
+	})
+}
+
+func wrapChecks(idx uint64, checks []*structs.HealthCheck, err error) (uint64, any, error) {
+	return idx, checks, err
+}
+
+func (a *API) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	name := r.PathValue("name")
+	q := r.URL.Query()
+	tags := q["tag"]
+	meta := nodeMetaFilter(r)
+	_, passing := q["passing"]
+	if v := q.Get("passing"); v != "" && v != "true" && v != "1" {
+		passing = v != "false" && v != "0"
+	}
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		idx, entries, err := rt.CheckServiceNodes(ws, name)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]*structs.CheckServiceNode, 0, len(entries))
+		for _, e := range entries {
+			if !hasTags(e.Service.Tags, tags) || !metaMatches(e.Node.Meta, meta) {
+				continue
+			}
+			if passing && !allPassing(e.Checks) {
+				continue
+			}
+			out = append(out, e)
+		}
+		return idx, out, nil
+	})
+}
+
+func allPassing(checks []*structs.HealthCheck) bool {
+	for _, c := range checks {
+		if c.Status != structs.HealthPassing {
+			return false
+		}
+	}
+	return true
+}

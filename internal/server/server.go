@@ -1,0 +1,373 @@
+// Package server runs the raft side of a Trellis server: the raft node and
+// its stores, the path by which writes reach the FSM, and the leader's own
+// duties (session TTL timers, tombstone reaping). Reads do not pass through
+// here: they go straight to the state store.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/trellis-mesh/trellis/internal/fsm"
+	"github.com/trellis-mesh/trellis/internal/state"
+	"github.com/trellis-mesh/trellis/internal/structs"
+)
+
+// Config is what a server needs to start.
+type Config struct {
+	NodeID   string
+	NodeName string
+	// DataDir holds the raft log and snapshots; empty means in memory
+	// (dev mode).
+	DataDir string
+	// RaftAddr is the TCP address raft binds when DataDir is set
+	// ("127.0.0.1:8300"; port 0 picks one).
+	RaftAddr string
+	Logger   *slog.Logger
+	// TombstoneTTL is how long KV tombstones are kept; 0 means 15 minutes.
+	TombstoneTTL time.Duration
+}
+
+// ErrNotLeader is returned for writes while this server has no leadership.
+var ErrNotLeader = errors.New("No cluster leader")
+
+// Server is a raft node with its FSM and state store.
+type Server struct {
+	cfg    Config
+	logger *slog.Logger
+	store  *state.Store
+	fsm    *fsm.FSM
+	raft   *raft.Raft
+
+	closers []io.Closer
+	trans   raft.Transport
+
+	sessionMu     sync.Mutex
+	sessionTimers map[string]*time.Timer // guarded by sessionMu
+
+	lastReapSample uint64 // guarded by sessionMu
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New starts a single-voter raft node over store. With a DataDir that holds
+// earlier state, the state is restored from the latest snapshot and log.
+func New(cfg Config, store *state.Store) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.TombstoneTTL == 0 {
+		cfg.TombstoneTTL = 15 * time.Minute
+	}
+	s := &Server{
+		cfg:           cfg,
+		logger:        cfg.Logger.With("component", "server"),
+		store:         store,
+		fsm:           fsm.New(store, cfg.Logger.With("component", "fsm")),
+		sessionTimers: make(map[string]*time.Timer),
+	}
+	if err := s.setupRaft(); err != nil {
+		s.closeStores()
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.monitorLeadership()
+	return s, nil
+}
+
+func (s *Server) setupRaft() error {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.NodeID)
+	// One voter: nothing to wait for, so elect quickly and commit eagerly.
+	rc.HeartbeatTimeout = 100 * time.Millisecond
+	rc.ElectionTimeout = 100 * time.Millisecond
+	rc.LeaderLeaseTimeout = 100 * time.Millisecond
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: os.Stderr})
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+		addr   raft.ServerAddress
+	)
+	if s.cfg.DataDir == "" {
+		mem := raft.NewInmemStore()
+		logs, stable = mem, mem
+		snaps = raft.NewInmemSnapshotStore()
+		a, t := raft.NewInmemTransport(raft.ServerAddress(s.cfg.NodeID))
+		addr, s.trans = a, t
+	} else {
+		dir := filepath.Join(s.cfg.DataDir, "raft")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("server: data dir: %w", err)
+		}
+		bolt, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+		if err != nil {
+			return fmt.Errorf("server: raft log store: %w", err)
+		}
+		s.closers = append(s.closers, bolt)
+		cache, err := raft.NewLogCache(512, bolt)
+		if err != nil {
+			return err
+		}
+		logs, stable = cache, bolt
+		snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, rc.Logger)
+		if err != nil {
+			return fmt.Errorf("server: snapshot store: %w", err)
+		}
+		bindAddr := s.cfg.RaftAddr
+		if bindAddr == "" {
+			bindAddr = "127.0.0.1:0"
+		}
+		tcpAddr, err := net.ResolveTCPAddr("tcp", bindAddr)
+		if err != nil {
+			return fmt.Errorf("server: raft address %q: %w", bindAddr, err)
+		}
+		t, err := raft.NewTCPTransportWithLogger(bindAddr, tcpAddr, 3, 10*time.Second, rc.Logger)
+		if err != nil {
+			return fmt.Errorf("server: raft transport: %w", err)
+		}
+		addr, s.trans = t.LocalAddr(), t
+	}
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return err
+	}
+	if !has {
+		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: addr}}}
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, s.trans, conf); err != nil {
+			return fmt.Errorf("server: bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, s.trans)
+	if err != nil {
+		return fmt.Errorf("server: start raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+func (s *Server) closeStores() {
+	if c, ok := s.trans.(io.Closer); ok {
+		c.Close()
+	}
+	for _, c := range s.closers {
+		c.Close()
+	}
+}
+
+// Store returns the state store.
+func (s *Server) Store() *state.Store { return s.store }
+
+// WaitForLeader blocks until this server leads, or ctx ends.
+func (s *Server) WaitForLeader(ctx context.Context) error {
+	for {
+		if s.raft.State() == raft.Leader {
+			return nil
+		}
+		obs := make(chan raft.Observation, 1)
+		o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+			_, ok := o.Data.(raft.RaftState)
+			return ok
+		})
+		s.raft.RegisterObserver(o)
+		if s.raft.State() == raft.Leader {
+			s.raft.DeregisterObserver(o)
+			return nil
+		}
+		select {
+		case <-obs:
+			s.raft.DeregisterObserver(o)
+		case <-ctx.Done():
+			s.raft.DeregisterObserver(o)
+			return ctx.Err()
+		}
+	}
+}
+
+// IsLeader reports whether this server leads.
+func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's raft address, or "" when there is none.
+func (s *Server) Leader() string {
+	addr, _ := s.raft.LeaderWithID()
+	return string(addr)
+}
+
+// Peers returns the raft addresses of the voters.
+func (s *Server) Peers() ([]string, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			out = append(out, string(srv.Address))
+		}
+	}
+	return out, nil
+}
+
+// LastContact is the time since the leader was last heard from; zero on
+// the leader itself.
+func (s *Server) LastContact() time.Duration {
+	if s.IsLeader() {
+		return 0
+	}
+	lc := s.raft.LastContact()
+	if lc.IsZero() {
+		return 0
+	}
+	return time.Since(lc)
+}
+
+// VerifyLeader confirms leadership with a quorum, for consistent reads.
+func (s *Server) VerifyLeader() error {
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return ErrNotLeader
+	}
+	return nil
+}
+
+// Apply commits a command and returns what the FSM returned for it. An
+// error the FSM returned is returned as the error.
+func (s *Server) Apply(t fsm.MessageType, msg any) (any, error) {
+	buf, err := fsm.Encode(t, msg)
+	if err != nil {
+		return nil, err
+	}
+	f := s.raft.Apply(buf, 30*time.Second)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, ErrNotLeader
+		}
+		return nil, err
+	}
+	resp := f.Response()
+	if err, ok := resp.(error); ok {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Stats returns raft's statistics.
+func (s *Server) Stats() map[string]string { return s.raft.Stats() }
+
+// Shutdown stops the leader loops and raft, and closes the stores.
+func (s *Server) Shutdown() error {
+	s.cancel()
+	s.wg.Wait()
+	s.stopSessionTimers()
+	err := s.raft.Shutdown().Error()
+	s.closeStores()
+	return err
+}
+
+// monitorLeadership runs the leader's duties while this server leads.
+func (s *Server) monitorLeadership() {
+	defer s.wg.Done()
+	var stopLeader context.CancelFunc
+	var leaderDone chan struct{}
+	stop := func() {
+		if stopLeader != nil {
+			stopLeader()
+			<-leaderDone
+			stopLeader = nil
+		}
+	}
+	defer stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case isLeader := <-s.raft.LeaderCh():
+			stop()
+			if !isLeader {
+				s.stopSessionTimers()
+				continue
+			}
+			ctx, cancel := context.WithCancel(s.ctx)
+			stopLeader, leaderDone = cancel, make(chan struct{})
+			go func(done chan struct{}) {
+				defer close(done)
+				s.leaderLoop(ctx)
+			}(leaderDone)
+		}
+	}
+}
+
+func (s *Server) leaderLoop(ctx context.Context) {
+	// A barrier makes every committed entry visible in the store before
+	// timers are rebuilt from it.
+	if err := s.raft.Barrier(time.Minute).Error(); err != nil {
+		s.logger.Error("leader barrier failed", "error", err)
+		return
+	}
+	s.initSessionTimers()
+	reap := time.NewTicker(s.cfg.TombstoneTTL / 4)
+	defer reap.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reap.C:
+			s.reapTombstones()
+		}
+	}
+}
+
+func (s *Server) reapTombstones() {
+	// Tombstones older than the TTL are in no blocking query's recent past.
+	idx := s.tombstoneHorizon()
+	if idx == 0 {
+		return
+	}
+	if _, err := s.Apply(fsm.TombstoneReapType, &fsm.TombstoneReapRequest{Index: idx}); err != nil {
+		s.logger.Warn("tombstone reap failed", "error", err)
+	}
+}
+
+// tombstoneHorizon returns the KV index as it was one TTL ago, tracked by
+// sampling at each reap tick.
+func (s *Server) tombstoneHorizon() uint64 {
+	s.sessionMu.Lock()
+	defer s.sessionMu.Unlock()
+	cur := s.store.MaxIndex("kvs", "tombstones")
+	prev := s.lastReapSample
+	s.lastReapSample = cur
+	return prev
+}
+
+// checkSessionTTL validates and normalises a session TTL.
+func checkSessionTTL(ttl string) error {
+	if ttl == "" {
+		return nil
+	}
+	d, err := structs.ParseDuration(ttl)
+	if err != nil {
+		return fmt.Errorf("Invalid Session TTL '%s': %v", ttl, err)
+	}
+	if d != 0 && (d < structs.SessionTTLMin || d > structs.SessionTTLMax) {
+		return fmt.Errorf("Invalid Session TTL '%d', must be between [%v=%v]",
+			d, time.Duration(structs.SessionTTLMin), time.Duration(structs.SessionTTLMax))
+	}
+	return nil
+}
