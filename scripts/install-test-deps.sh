@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what tests/e2e needs on a fresh Debian machine, idempotently:
+#   - Debian packages python3-consul (the python-consul client, for
+#     /usr/bin/python3) and dnsutils (dig);
+#   - consul-template, built from source with the machine's Go into
+#     .tools/bin of the repo (override with TOOLS_BIN).
+# Each step is skipped when its result is already there, so a second run
+# takes well under a second. Needs root for apt-get.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools_bin=${TOOLS_BIN:-$repo/.tools/bin}
+
+# consul-template v0.42.1 is the version we test against; it builds with
+# Go 1.26 (checked when this script was written).
+CONSUL_TEMPLATE_VERSION=${CONSUL_TEMPLATE_VERSION:-v0.42.1}
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------
+need=()
+/usr/bin/python3 -c 'import consul' 2>/dev/null || need+=(python3-consul)
+command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+if ((${#need[@]} > 0)); then
+	if [[ $(id -u) -ne 0 ]]; then
+		log "need root to install: ${need[*]}"
+		exit 1
+	fi
+	log "installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	# Update the package lists only when the first attempt cannot find a
+	# package: on a fresh machine they are empty, elsewhere usually current.
+	if ! apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1; then
+		apt-get update -q >/dev/null
+		apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+	fi
+	/usr/bin/python3 -c 'import consul' || { log "python3-consul installed but 'import consul' fails"; exit 1; }
+	command -v dig >/dev/null || { log "dnsutils installed but dig is missing"; exit 1; }
+else
+	log "python3-consul and dnsutils already installed"
+fi
+
+# --- consul-template -------------------------------------------------------
+# The version stamp file records which version the binary was built from,
+# so changing CONSUL_TEMPLATE_VERSION triggers a rebuild.
+stamp=$tools_bin/.consul-template.version
+if [[ -x $tools_bin/consul-template && -f $stamp && $(<"$stamp") == "$CONSUL_TEMPLATE_VERSION" ]]; then
+	log "consul-template $CONSUL_TEMPLATE_VERSION already in $tools_bin"
+else
+	command -v go >/dev/null || { log "go is not on PATH"; exit 1; }
+	log "building consul-template $CONSUL_TEMPLATE_VERSION with $(go version | cut -d' ' -f3) into $tools_bin"
+	mkdir -p "$tools_bin"
+	# Build outside the repo so its go.mod does not interfere.
+	(cd / && GOBIN=$tools_bin GOFLAGS=-mod=mod go install "github.com/hashicorp/consul-template@$CONSUL_TEMPLATE_VERSION")
+	printf '%s\n' "$CONSUL_TEMPLATE_VERSION" >"$stamp"
+fi
+"$tools_bin/consul-template" -version >&2
