@@ -28,12 +28,9 @@ if ((${#need[@]} > 0)); then
 	fi
 	log "installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	# Update the package lists only when the first attempt cannot find a
-	# package: on a fresh machine they are empty, elsewhere usually current.
-	if ! apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1; then
-		apt-get update -q >/dev/null
-		apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-	fi
+	# A fresh machine has empty package lists; an old one may have stale ones.
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 	/usr/bin/python3 -c 'import consul' || { log "python3-consul installed but 'import consul' fails"; exit 1; }
 	command -v dig >/dev/null || { log "dnsutils installed but dig is missing"; exit 1; }
 else
@@ -50,8 +47,8 @@ else
 	command -v go >/dev/null || { log "go is not on PATH"; exit 1; }
 	log "building consul-template $CONSUL_TEMPLATE_VERSION with $(go version | cut -d' ' -f3) into $tools_bin"
 	mkdir -p "$tools_bin"
-	# Build outside the repo so its go.mod does not interfere.
-	(cd / && GOBIN=$tools_bin GOFLAGS=-mod=mod go install "github.com/hashicorp/consul-template@$CONSUL_TEMPLATE_VERSION")
+	# pkg@version builds in module mode, ignoring the repo's go.mod.
+	GOBIN=$tools_bin go install "github.com/hashicorp/consul-template@$CONSUL_TEMPLATE_VERSION"
 	printf '%s\n' "$CONSUL_TEMPLATE_VERSION" >"$stamp"
 fi
 "$tools_bin/consul-template" -version >&2

@@ -259,8 +259,11 @@ func (s *Server) serviceLookup(qr query, parts []string) *dns.Msg {
 	if len(recs) == 0 {
 		return s.nodata(qr)
 	}
+	// As in Consul, the answer limit applies to plain (non-EDNS0) UDP
+	// queries only: a client that announces a larger buffer gets as many
+	// records as fit in it.
 	limited := false
-	if !qr.tcp && qr.q.Qtype != dns.TypeSRV && len(recs) > s.cfg.UDPAnswerLimit {
+	if !qr.tcp && qr.req.IsEdns0() == nil && len(recs) > s.cfg.UDPAnswerLimit {
 		recs, limited = recs[:s.cfg.UDPAnswerLimit], true
 	}
 	m := s.reply(qr)

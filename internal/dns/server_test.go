@@ -47,7 +47,9 @@ func TestUDPAnswerLimit(t *testing.T) {
 func TestUDPTruncatesToFit(t *testing.T) {
 	cat := newFakeCatalog()
 	cat.addInstances("web", 50)
-	s := startServer(t, baseConfig(), cat)
+	cfg := baseConfig()
+	cfg.UDPAnswerLimit = 100 // so that the size, not the limit, cuts
+	s := startServer(t, cfg, cat)
 
 	t.Run("SRV over UDP fits 512 bytes and sets TC", func(t *testing.T) {
 		m := new(dns.Msg).SetQuestion("web.service.consul.", dns.TypeSRV)
@@ -482,5 +484,23 @@ func TestNewValidates(t *testing.T) {
 	}
 	if s.cfg.Domain != "consul." || s.cfg.Datacenter != "dc1" || s.cfg.UDPAnswerLimit != 3 || s.cfg.RecursorTimeout != 2*time.Second {
 		t.Errorf("defaults not applied: %+v", s.cfg)
+	}
+}
+
+// The answer limit applies to every record type of a plain UDP query, and
+// not at all when the client announces an EDNS0 buffer (as in Consul).
+func TestAnswerLimitPlainUDPOnly(t *testing.T) {
+	cat := newFakeCatalog()
+	cat.addInstances("web", 20)
+	s := startServer(t, baseConfig(), cat)
+
+	srv := exchange(t, "udp", s.Addr(), new(dns.Msg).SetQuestion("web.service.consul.", dns.TypeSRV))
+	if n := len(srvs(srv.Answer)); n != 3 || srv.Truncated {
+		t.Errorf("plain UDP SRV: %d answers TC=%v, want 3 without TC", n, srv.Truncated)
+	}
+	m := new(dns.Msg).SetQuestion("web.service.consul.", dns.TypeA)
+	m.SetEdns0(4096, false)
+	if r := exchange(t, "udp", s.Addr(), m); len(r.Answer) != 20 || r.Truncated {
+		t.Errorf("EDNS0 4096 A: %d answers TC=%v, want all 20", len(r.Answer), r.Truncated)
 	}
 }

@@ -78,6 +78,14 @@ func DecodeJSON(r io.Reader, out any) error {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil
 	}
+	// Without an underscore anywhere, no key needs rewriting:
+	// encoding/json already matches field names case-insensitively.
+	if bytes.IndexByte(raw, '_') < 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("Request decode failed: %v", err)
+		}
+		return nil
+	}
 	var tree any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
