@@ -248,6 +248,14 @@ func (s *Server) serviceLookup(qr query, parts []string) *dns.Msg {
 	// Answer order is the only load balancing a DNS client gets.
 	rand.Shuffle(len(insts), func(i, j int) { insts[i], insts[j] = insts[j], insts[i] })
 
+	// As in Consul, the answer limit applies to plain (non-EDNS0) UDP
+	// queries only: a client that announces a larger buffer gets as many
+	// records as fit in it. Cutting before the records are built spares
+	// building what would not be sent.
+	limited := false
+	if !qr.tcp && qr.req.IsEdns0() == nil && len(insts) > s.cfg.UDPAnswerLimit && qr.q.Qtype != dns.TypeANY {
+		insts, limited = insts[:s.cfg.UDPAnswerLimit], true
+	}
 	ttl := s.ttls.lookup(service)
 	var recs []record
 	switch qr.q.Qtype {
@@ -259,10 +267,6 @@ func (s *Server) serviceLookup(qr query, parts []string) *dns.Msg {
 	if len(recs) == 0 {
 		return s.nodata(qr)
 	}
-	// As in Consul, the answer limit applies to plain (non-EDNS0) UDP
-	// queries only: a client that announces a larger buffer gets as many
-	// records as fit in it.
-	limited := false
 	if !qr.tcp && qr.req.IsEdns0() == nil && len(recs) > s.cfg.UDPAnswerLimit {
 		recs, limited = recs[:s.cfg.UDPAnswerLimit], true
 	}
