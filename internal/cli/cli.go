@@ -7,19 +7,36 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 
 	"github.com/trellis-mesh/trellis/internal/agent"
+	"github.com/trellis-mesh/trellis/internal/cli/agentctl"
+	"github.com/trellis-mesh/trellis/internal/cli/catalog"
+	"github.com/trellis-mesh/trellis/internal/cli/kv"
+	"github.com/trellis-mesh/trellis/internal/cli/lock"
+	"github.com/trellis-mesh/trellis/internal/cli/members"
+	"github.com/trellis-mesh/trellis/internal/cli/services"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
 
 // Command is a subcommand.
 type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
+// commands is the command table. Nouns with verbs ("kv get") dispatch
+// their verbs themselves. The process's stdin is handed to the commands
+// that read it here, so that tests can pass their own.
 func commands() map[string]Command {
 	return map[string]Command{
-		"agent":   agent.Command,
-		"version": versionCommand,
+		"agent":    agent.Command,
+		"catalog":  catalog.Run,
+		"kv":       kv.Command(os.Stdin),
+		"leave":    agentctl.Leave,
+		"lock":     lock.Command(os.Stdin),
+		"members":  members.Run,
+		"reload":   agentctl.Reload,
+		"services": services.Run,
+		"version":  versionCommand,
 	}
 }
 
