@@ -61,6 +61,9 @@ type Agent struct {
 
 	httpServers []*http.Server
 	httpAddrs   []string
+	// endRequests cancels the context of every HTTP request, so that
+	// blocking queries answer at Close instead of holding up shutdown.
+	endRequests context.CancelFunc
 	dnsServer   *dns.Server
 
 	syncMu   sync.Mutex // held across a change's sync so syncs apply in order
@@ -68,6 +71,9 @@ type Agent struct {
 	services map[string]*localService // guarded by mu
 	checks   map[string]*localCheck   // guarded by mu
 
+	// applyMu is held from taking queued check results to applying them,
+	// so that a result is never applied after a later one.
+	applyMu sync.Mutex
 	pendMu  sync.Mutex
 	pending map[string]checkResult // guarded by pendMu
 	pendCh  chan struct{}
@@ -187,12 +193,15 @@ func (a *Agent) start(ctx context.Context) error {
 
 func (a *Agent) startHTTP() error {
 	handler := a.metrics.instrument(a.api)
+	reqCtx, cancel := context.WithCancel(context.Background())
+	a.endRequests = cancel
 	for _, addr := range a.cfg.HTTPAddrs {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("agent: HTTP listener on %s: %w", addr, err)
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+			BaseContext: func(net.Listener) context.Context { return reqCtx }}
 		a.httpServers = append(a.httpServers, srv)
 		a.httpAddrs = append(a.httpAddrs, ln.Addr().String())
 		a.wg.Add(1)
@@ -419,13 +428,17 @@ func (a *Agent) DNSAddrs() []string {
 // Store returns the state store (for tests and benchmarks in-process).
 func (a *Agent) Store() *state.Store { return a.store }
 
-// Close shuts the agent down: listeners first (in-flight requests finish),
-// then check runners, then raft, which flushes its log.
+// Close shuts the agent down: listeners first (in-flight requests finish;
+// blocking queries answer at once with what they have), then check
+// runners, then raft, which flushes its log.
 func (a *Agent) Close() error {
 	var err error
 	a.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if a.endRequests != nil {
+			a.endRequests()
+		}
 		for _, s := range a.httpServers {
 			if e := s.Shutdown(ctx); e != nil {
 				s.Close()
@@ -531,4 +544,3 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
-

@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -177,10 +178,12 @@ func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src sou
 		keep[hc.CheckID] = true
 		a.putCheckLocked(hc, defs[i], src)
 	}
+	var dropped []string
 	if replace {
 		for id, lc := range a.checks {
 			if lc.check.ServiceID == ns.ID && !keep[id] && lc.def != nil {
 				a.dropCheckLocked(id)
+				dropped = append(dropped, id)
 			}
 		}
 	}
@@ -188,7 +191,17 @@ func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src sou
 	if src == sourceAPI {
 		a.persistService(def)
 	}
-	return a.syncServiceLocked(ns.ID)
+	if err := a.syncServiceLocked(ns.ID); err != nil {
+		return err
+	}
+	// Registering the service only adds checks: remove the replaced ones
+	// from the catalog too.
+	for _, id := range dropped {
+		if err := a.syncCheckLocked(id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // putCheckLocked stores a check and (re)starts its runner. A re-registered
@@ -305,10 +318,19 @@ func (a *Agent) UpdateTTLCheck(id, status, output string) error {
 	if !isTTL {
 		return badRequest("CheckID %q does not have associated TTL", id)
 	}
-	// The runner restarts its timer; the catalog is updated here too so
-	// that the caller reads its own write.
+	// SetStatus restarts the runner's timer and queues the result; it is
+	// applied here, so that the caller reads its own write. applyMu keeps
+	// the update loop from applying an older result after it.
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	ttl.SetStatus(status, output)
-	a.updateCheck(id, status, output)
+	a.pendMu.Lock()
+	r, ok := a.pending[id]
+	delete(a.pending, id)
+	a.pendMu.Unlock()
+	if ok {
+		a.updateCheck(id, r.status, r.output)
+	}
 	return nil
 }
 
@@ -338,6 +360,7 @@ func (a *Agent) runCheckUpdates(done <-chan struct{}) {
 			return
 		case <-a.pendCh:
 		}
+		a.applyMu.Lock()
 		a.pendMu.Lock()
 		batch := a.pending
 		a.pending = make(map[string]checkResult)
@@ -345,6 +368,7 @@ func (a *Agent) runCheckUpdates(done <-chan struct{}) {
 		for id, r := range batch {
 			a.updateCheck(id, r.status, r.output)
 		}
+		a.applyMu.Unlock()
 	}
 }
 
@@ -549,7 +573,15 @@ func (a *Agent) SyncFull() error {
 		}
 	}
 	for id, ls := range a.services {
-		if c, ok := catSvcByID[id]; !ok || !sameService(c, ls.svc) {
+		c, ok := catSvcByID[id]
+		if ok && ls.svc.EnableTagOverride && !slices.Equal(c.Tags, ls.svc.Tags) {
+			// With enable_tag_override the catalog owns the tags: adopt
+			// them rather than write ours back.
+			s := ls.svc.Clone()
+			s.Tags = append([]string{}, c.Tags...)
+			ls.svc = s
+		}
+		if !ok || !sameService(c, ls.svc) {
 			svcSync = append(svcSync, id)
 		}
 	}
@@ -586,6 +618,9 @@ func sameService(cat, local *structs.NodeService) bool {
 	c, l := cat.Clone(), local.Clone()
 	c.CreateIndex, c.ModifyIndex, l.CreateIndex, l.ModifyIndex = 0, 0, 0, 0
 	c.Datacenter, l.Datacenter = "", ""
+	if slices.Equal(c.Tags, l.Tags) { // nil and empty alike
+		c.Tags = l.Tags
+	}
 	return reflect.DeepEqual(c, l)
 }
 

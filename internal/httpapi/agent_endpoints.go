@@ -95,9 +95,18 @@ func (a *API) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
-	var def structs.CheckType
-	if err := decodeBody(r, &def); err != nil {
+	// The body is Consul's CheckDefinition, which spells the check's ID
+	// "ID" where service definitions say "CheckID"; the client sends "ID".
+	var body struct {
+		ID string
+		structs.CheckType
+	}
+	if err := decodeBody(r, &body); err != nil {
 		return nil, err
+	}
+	def := body.CheckType
+	if def.CheckID == "" {
+		def.CheckID = body.ID
 	}
 	return nil, a.deps.Agent.AddCheck(&def)
 }

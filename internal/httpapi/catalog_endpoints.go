@@ -230,7 +230,9 @@ func (a *API) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
 		idx, n, svcs, err := rt.NodeServices(ws, name)
 		if err != nil || n == nil {
-			return idx, nil, err
+			// An unknown node is a 200 with a null body, as in Consul;
+			// the client decodes it to nil.
+			return idx, (*structs.NodeServices)(nil), err
 		}
 		m := make(map[string]*structs.NodeService, len(svcs))
 		for _, s := range svcs {
@@ -248,7 +250,7 @@ func (a *API) catalogNodeServices(w http.ResponseWriter, r *http.Request) (any, 
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
 		idx, n, svcs, err := rt.NodeServices(ws, name)
 		if err != nil || n == nil {
-			return idx, nil, err
+			return idx, (*structs.NodeServiceList)(nil), err
 		}
 		if svcs == nil {
 			svcs = []*structs.NodeService{}

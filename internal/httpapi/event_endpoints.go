@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/hashicorp/go-uuid"
 	"github.com/trellis-mesh/trellis/internal/structs"
@@ -42,8 +43,9 @@ func (a *API) eventFire(w http.ResponseWriter, r *http.Request) (any, error) {
 	return ev, nil
 }
 
-// eventList answers /v1/event/list. Its index is the LTime of the newest
-// event, so a blocking list wakes at the next event.
+// eventList answers /v1/event/list. As in Consul, its index is derived
+// from the ID of the newest matching event (see eventIndex), so it is not
+// monotonic: a blocking list waits while the index equals ?index=.
 func (a *API) eventList(w http.ResponseWriter, r *http.Request) (any, error) {
 	o, err := parseQuery(r)
 	if err != nil {
@@ -59,18 +61,19 @@ func (a *API) eventList(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	for {
 		events, next := a.deps.Agent.Events()
-		var idx uint64
-		if n := len(events); n > 0 {
-			idx = events[n-1].LTime
-		}
-		if o.minIndex == 0 || idx > o.minIndex {
-			out := []*structs.UserEvent{}
-			for _, e := range events {
-				if name == "" || e.Name == name {
-					out = append(out, e)
-				}
+		out := []*structs.UserEvent{}
+		for _, e := range events {
+			if name == "" || e.Name == name {
+				out = append(out, e)
 			}
-			w.Header().Set("X-Consul-Index", strconv.FormatUint(max(idx, 1), 10))
+		}
+		// Never 0, which would make watchers spin.
+		idx := uint64(1)
+		if n := len(out); n > 0 {
+			idx = eventIndex(out[n-1].ID)
+		}
+		if o.minIndex == 0 || idx != o.minIndex {
+			w.Header().Set("X-Consul-Index", strconv.FormatUint(idx, 10))
 			a.setMeta(w, o)
 			return out, nil
 		}
@@ -80,4 +83,20 @@ func (a *API) eventList(w http.ResponseWriter, r *http.Request) (any, error) {
 			o.minIndex = 0
 		}
 	}
+}
+
+// eventIndex turns an event ID (a UUID) into the index clients expect:
+// the XOR of its first 64 and last 64 bits, which the Go client's
+// Event.IDToIndex computes to find the events it has already seen.
+func eventIndex(id string) uint64 {
+	hex := strings.ReplaceAll(id, "-", "")
+	if len(hex) != 32 {
+		return 1
+	}
+	lo, err1 := strconv.ParseUint(hex[:16], 16, 64)
+	hi, err2 := strconv.ParseUint(hex[16:], 16, 64)
+	if err1 != nil || err2 != nil {
+		return 1
+	}
+	return lo ^ hi
 }

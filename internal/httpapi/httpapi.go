@@ -71,8 +71,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, kvPrefix) {
 		h, ok := a.kv[r.Method]
 		if !ok {
-			w.Header().Set("Allow", "GET, PUT, DELETE")
-			http.Error(w, fmt.Sprintf("method %s not allowed", r.Method), http.StatusMethodNotAllowed)
+			methodNotAllowed("GET, PUT, DELETE").ServeHTTP(w, r)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -82,6 +81,15 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 const kvPrefix = "/v1/kv/"
+
+// methodNotAllowed answers 405 naming the allowed methods, as ServeMux
+// does for paths it knows under other methods.
+func methodNotAllowed(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		http.Error(w, fmt.Sprintf("method %s not allowed", r.Method), http.StatusMethodNotAllowed)
+	})
+}
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
 
@@ -329,6 +337,9 @@ func applyFilter(ev *bexpr.Evaluator, res any) (any, error) {
 		}
 		return out, nil
 	case *structs.NodeServiceList:
+		if v == nil {
+			return v, nil
+		}
 		svcs, err := filterSlice(ev, v.Services)
 		if err != nil {
 			return nil, err

@@ -111,16 +111,16 @@ func (a *API) kvPut(w http.ResponseWriter, r *http.Request) (any, error) {
 	if (acquire || release) && e.Session == "" {
 		return nil, badRequest("Missing session for %s", op)
 	}
-	max := int64(a.deps.MaxKVSize)
-	if r.ContentLength > max {
-		return nil, kvTooLarge(r.ContentLength, max)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	limit := int64(a.deps.MaxKVSize)
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, badRequest("reading body: %v", err)
 	}
-	if int64(len(body)) > max {
-		return nil, kvTooLarge(int64(len(body)), max)
+	if n := max(r.ContentLength, int64(len(body))); n > limit {
+		// Read on a little: a client still sending when the server
+		// closes the connection gets a reset, not the 413.
+		io.CopyN(io.Discard, r.Body, kvDrainLimit)
+		return nil, kvTooLarge(n, limit)
 	}
 	if len(body) > 0 {
 		e.Value = body
@@ -131,6 +131,10 @@ func (a *API) kvPut(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	return ok, nil
 }
+
+// kvDrainLimit is how much of a refused value is read past the limit;
+// beyond it the connection is closed under the client.
+const kvDrainLimit = 1 << 20
 
 func kvTooLarge(n, max int64) error {
 	return httpError{code: http.StatusRequestEntityTooLarge,

@@ -36,6 +36,12 @@ func (a *API) routes() {
 	a.handle("GET", "/v1/agent/members", a.agentMembers)
 	a.handle("GET", "/v1/agent/services", a.agentServices)
 	a.handle("GET", "/v1/agent/service/{id...}", a.agentService)
+	// Without these, GET of the PUT-only paths below would be read as a
+	// service ID and answer 404 instead of 405.
+	for _, p := range []string{"/v1/agent/service/register", "/v1/agent/service/deregister/{id...}",
+		"/v1/agent/service/maintenance/{id...}"} {
+		a.mux.Handle("GET "+p, methodNotAllowed("PUT"))
+	}
 	a.handle("PUT", "/v1/agent/service/register", a.agentServiceRegister)
 	a.handle("PUT", "/v1/agent/service/deregister/{id...}", a.agentServiceDeregister)
 	a.handle("PUT", "/v1/agent/service/maintenance/{id...}", a.agentServiceMaintenance)

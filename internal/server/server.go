@@ -32,7 +32,8 @@ type Config struct {
 	// (dev mode).
 	DataDir string
 	// RaftAddr is the TCP address raft binds when DataDir is set
-	// ("127.0.0.1:8300"; port 0 picks one).
+	// ("127.0.0.1:8300"; port 0 picks one); in memory, it is the name the
+	// server reports itself by.
 	RaftAddr string
 	Logger   *slog.Logger
 	// TombstoneTTL is how long KV tombstones are kept; 0 means 15 minutes.
@@ -111,7 +112,14 @@ func (s *Server) setupRaft() error {
 		mem := raft.NewInmemStore()
 		logs, stable = mem, mem
 		snaps = raft.NewInmemSnapshotStore()
-		a, t := raft.NewInmemTransport(raft.ServerAddress(s.cfg.NodeID))
+		// The address is only a name in memory, but it is what
+		// /v1/status/leader and /v1/status/peers report, and clients
+		// expect host:port there.
+		name := s.cfg.RaftAddr
+		if name == "" {
+			name = s.cfg.NodeID
+		}
+		a, t := raft.NewInmemTransport(raft.ServerAddress(name))
 		addr, s.trans = a, t
 	} else {
 		dir := filepath.Join(s.cfg.DataDir, "raft")

@@ -110,7 +110,6 @@ func (s *Store) LatestIndex() uint64 {
 	return s.MaxIndex(tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions)
 }
 
-
 // recordLockDelay starts the lock-delay of key, ending at until.
 func (s *Store) recordLockDelay(key string, until time.Time) {
 	s.lockMu.Lock()
