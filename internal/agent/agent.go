@@ -227,7 +227,7 @@ func (a *Agent) startDNS() error {
 		OnlyPassing: d.OnlyPassing, UDPAnswerLimit: d.UDPAnswerLimit,
 		EnableTruncate: d.EnableTruncate, Recursors: d.Recursors,
 		RecursorTimeout: d.RecursorTimeout, Logger: a.logger,
-	}, dnsCatalog{a.store})
+	}, newDNSCatalog(a.store))
 	if err != nil {
 		return fmt.Errorf("agent: DNS: %w", err)
 	}
@@ -239,23 +239,6 @@ func (a *Agent) startDNS() error {
 	}
 	a.logger.Info("DNS listening", "addrs", srv.Addrs())
 	return nil
-}
-
-// dnsCatalog reads the state store for the DNS server.
-type dnsCatalog struct{ store *state.Store }
-
-func (c dnsCatalog) HealthService(name string) ([]*structs.CheckServiceNode, error) {
-	r := c.store.Read()
-	defer r.Abort()
-	_, out, err := r.CheckServiceNodes(nil, name)
-	return out, err
-}
-
-func (c dnsCatalog) Node(name string) (*structs.Node, error) {
-	r := c.store.Read()
-	defer r.Abort()
-	_, n, err := r.Node(nil, name)
-	return n, err
 }
 
 // loop runs anti-entropy and the critical-service reaper until Close.
@@ -296,16 +279,39 @@ func (a *Agent) registerSelf() error {
 			Status: structs.HealthPassing, Output: structs.SerfCheckAliveOutput, Type: "",
 		},
 	}
+	if a.cfg.Server {
+		// Servers appear in the catalog as the "consul" service, as tools
+		// that look for the servers expect.
+		req.Service = a.serverService()
+	}
 	rt := a.store.Read()
 	_, n, _ := rt.Node(nil, a.nodeName)
 	c, _ := rt.Check(a.nodeName, structs.SerfCheckID)
+	svc, _ := rt.NodeService(a.nodeName, serverServiceID)
 	rt.Abort()
 	if n != nil && c != nil && c.Status == structs.HealthPassing && n.Address == addr && n.ID == a.nodeID &&
-		mapsEqual(n.Meta, req.NodeMeta) && mapsEqual(n.TaggedAddresses, req.TaggedAddresses) {
+		mapsEqual(n.Meta, req.NodeMeta) && mapsEqual(n.TaggedAddresses, req.TaggedAddresses) &&
+		(req.Service == nil || (svc != nil && sameService(svc, req.Service))) {
 		return nil
 	}
 	_, err := a.srv.Apply(fsm.RegisterRequestType, req)
 	return err
+}
+
+// serverServiceID is the ID (and name) of the service every server
+// registers for itself.
+const serverServiceID = "consul"
+
+func (a *Agent) serverService() *structs.NodeService {
+	return &structs.NodeService{
+		ID: serverServiceID, Service: serverServiceID, Tags: []string{}, Port: max(a.cfg.ServerPort, 0),
+		Weights: structs.Weights{Passing: 1, Warning: 1},
+		Meta: map[string]string{
+			"non_voter": "false", "read_replica": "false", "raft_version": "3",
+			"serf_protocol_current": "2", "serf_protocol_min": "1", "serf_protocol_max": "5",
+			"version": version.Version,
+		},
+	}
 }
 
 func (a *Agent) nodeMeta() map[string]string {

@@ -568,6 +568,9 @@ func (a *Agent) SyncFull() error {
 	catSvcByID := make(map[string]*structs.NodeService)
 	for _, s := range catSvcs {
 		catSvcByID[s.ID] = s
+		if s.ID == serverServiceID && a.cfg.Server {
+			continue // registered by registerSelf, not a local service
+		}
 		if _, ok := a.services[s.ID]; !ok {
 			svcSync = append(svcSync, s.ID)
 		}

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/go-memdb"
@@ -162,16 +164,24 @@ func (a *API) catalogServices(w http.ResponseWriter, r *http.Request) (any, erro
 	if err := a.dcParam(r); err != nil {
 		return nil, err
 	}
+	o, err := parseQuery(r)
+	if err != nil {
+		return nil, err
+	}
+	// The filter applies to instances (ServiceNode fields), not to the
+	// name → tags map this endpoint returns, so it is applied here.
+	filter := o.filter
+	o.filter = nil
 	meta := nodeMetaFilter(r)
-	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
-		if meta == nil {
+	return a.blocking(w, r, o, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		if meta == nil && filter == nil {
 			return rt.Services(ws)
 		}
 		idx, nodes, err := rt.Nodes(ws)
 		if err != nil {
 			return 0, nil, err
 		}
-		out := map[string][]string{}
+		tagSets := map[string]map[string]struct{}{}
 		for _, n := range nodes {
 			if !metaMatches(n.Meta, meta) {
 				continue
@@ -180,21 +190,30 @@ func (a *API) catalogServices(w http.ResponseWriter, r *http.Request) (any, erro
 			if err != nil {
 				return 0, nil, err
 			}
-			if i > idx {
-				idx = i
-			}
+			idx = max(idx, i)
 			for _, s := range svcs {
-				tags := out[s.Service]
-				if tags == nil {
-					tags = []string{}
-				}
-				for _, t := range s.Tags {
-					if !hasTags(tags, []string{t}) {
-						tags = append(tags, t)
+				if filter != nil {
+					ok, err := filter.Evaluate(state.ToServiceNode(n, s))
+					if err != nil {
+						return 0, nil, badRequest("filter: %v", err)
+					}
+					if !ok {
+						continue
 					}
 				}
-				out[s.Service] = tags
+				set := tagSets[s.Service]
+				if set == nil {
+					set = map[string]struct{}{}
+					tagSets[s.Service] = set
+				}
+				for _, t := range s.Tags {
+					set[t] = struct{}{}
+				}
 			}
+		}
+		out := make(map[string][]string, len(tagSets))
+		for name, set := range tagSets {
+			out[name] = slices.Sorted(maps.Keys(set))
 		}
 		return idx, out, nil
 	})

@@ -336,6 +336,15 @@ func applyFilter(ev *bexpr.Evaluator, res any) (any, error) {
 			}
 		}
 		return out, nil
+	case *structs.NodeServices:
+		if v == nil {
+			return v, nil
+		}
+		svcs, err := applyFilter(ev, v.Services)
+		if err != nil {
+			return nil, err
+		}
+		return &structs.NodeServices{Node: v.Node, Services: svcs.(map[string]*structs.NodeService)}, nil
 	case *structs.NodeServiceList:
 		if v == nil {
 			return v, nil

@@ -111,7 +111,23 @@ func (a *API) kvPut(w http.ResponseWriter, r *http.Request) (any, error) {
 	if (acquire || release) && e.Session == "" {
 		return nil, badRequest("Missing session for %s", op)
 	}
-	limit := int64(a.deps.MaxKVSize)
+	body, err := readBody(r, int64(a.deps.MaxKVSize))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > 0 {
+		e.Value = body
+	}
+	ok, err := a.deps.Server.KVSApply(op, e)
+	if err != nil {
+		return nil, err
+	}
+	return ok, nil
+}
+
+// readBody reads a request body of at most limit bytes; a larger one is a
+// 413 and is not used at all.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, badRequest("reading body: %v", err)
@@ -122,14 +138,7 @@ func (a *API) kvPut(w http.ResponseWriter, r *http.Request) (any, error) {
 		io.CopyN(io.Discard, r.Body, kvDrainLimit)
 		return nil, kvTooLarge(n, limit)
 	}
-	if len(body) > 0 {
-		e.Value = body
-	}
-	ok, err := a.deps.Server.KVSApply(op, e)
-	if err != nil {
-		return nil, err
-	}
-	return ok, nil
+	return body, nil
 }
 
 // kvDrainLimit is how much of a refused value is read past the limit;

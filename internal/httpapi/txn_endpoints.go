@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 
@@ -10,13 +11,21 @@ import (
 	"github.com/trellis-mesh/trellis/internal/structs"
 )
 
+// txnMaxReqLen is the default largest transaction body.
+const txnMaxReqLen = 512 * 1024
+
 func (a *API) txn(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := a.dcParam(r); err != nil {
 		return nil, err
 	}
-	var ops []*structs.TxnOp
-	if err := decodeBody(r, &ops); err != nil {
+	// Consul's txn_max_req_len: 512 KiB, or the KV value limit if larger.
+	body, err := readBody(r, int64(max(txnMaxReqLen, a.deps.MaxKVSize)))
+	if err != nil {
 		return nil, err
+	}
+	var ops []*structs.TxnOp
+	if err := structs.DecodeJSON(bytes.NewReader(body), &ops); err != nil {
+		return nil, badRequest("%v", err)
 	}
 	if len(ops) > structs.MaxTxnOps {
 		return nil, httpError{code: http.StatusRequestEntityTooLarge,

@@ -111,6 +111,12 @@ func (s *Server) setupRaft() error {
 	if s.cfg.DataDir == "" {
 		mem := raft.NewInmemStore()
 		logs, stable = mem, mem
+		// In memory the log is the agent's largest heap: snapshot often
+		// and keep a short tail, so memory follows the state, not the
+		// write history.
+		rc.SnapshotInterval = 5 * time.Second
+		rc.SnapshotThreshold = 1024
+		rc.TrailingLogs = 1024
 		snaps = raft.NewInmemSnapshotStore()
 		// The address is only a name in memory, but it is what
 		// /v1/status/leader and /v1/status/peers report, and clients

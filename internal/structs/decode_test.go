@@ -1,6 +1,7 @@
 package structs
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -39,5 +40,23 @@ func TestDecodeJSONErrors(t *testing.T) {
 		if err := DecodeJSON(strings.NewReader(body), &d); err == nil || !strings.Contains(err.Error(), "Request decode failed") {
 			t.Errorf("DecodeJSON(%s) error = %v, want a decode failure", body, err)
 		}
+	}
+}
+
+func TestDurationJSONRoundTrip(t *testing.T) {
+	in := HealthCheckDefinition{Interval: Duration(10e9), Timeout: Duration(1500e6)}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"Interval":"10s","Timeout":"1.5s","DeregisterCriticalServiceAfter":"0s"`; !strings.Contains(string(b), want) {
+		t.Errorf("encoded %s, want it to contain %s", b, want)
+	}
+	var out HealthCheckDefinition
+	if err := json.Unmarshal(b, &out); err != nil || out.Interval != in.Interval || out.Timeout != in.Timeout {
+		t.Errorf("round trip = %+v, %v", out, err)
+	}
+	if err := json.Unmarshal([]byte(`{"Interval": 2000000000}`), &out); err != nil || out.Interval != Duration(2e9) {
+		t.Errorf("numeric nanoseconds = %v, %v", out.Interval, err)
 	}
 }

@@ -18,9 +18,10 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
-// MarshalJSON encodes d as a duration string.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
+// MarshalText encodes d as a duration string; encoding/json quotes it.
+// (A MarshalJSON that called json.Marshal cost a nested encode per field.)
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
 }
 
 // UnmarshalJSON accepts "10s", "1.5m", "" (zero) or a number of nanoseconds.

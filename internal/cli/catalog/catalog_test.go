@@ -105,10 +105,11 @@ func TestServices(t *testing.T) {
 		args []string
 		want string
 	}{
-		{name: "names", want: "cache\ndb\nweb\n"},
-		{name: "tags", args: []string{"-tags"}, want: "cache\ndb     sql\nweb    primary,v2\n"},
+		// The server's own "consul" service is listed, as Consul lists it.
+		{name: "names", want: "cache\nconsul\ndb\nweb\n"},
+		{name: "tags", args: []string{"-tags"}, want: "cache\nconsul\ndb      sql\nweb     primary,v2\n"},
 		{name: "node", args: []string{"-node", "ext-1"}, want: "db\n"},
-		{name: "node tags", args: []string{"-node", "test-node", "-tags"}, want: "cache\nweb    primary,v2\n"},
+		{name: "node tags", args: []string{"-node", "test-node", "-tags"}, want: "cache\nconsul\nweb     primary,v2\n"},
 		{name: "node-meta", args: []string{"-node-meta", "rack=r1"}, want: "db\n"},
 		{name: "node filter", args: []string{"-node", "test-node", "-filter", `Service == "cache"`}, want: "cache\n"},
 	}
