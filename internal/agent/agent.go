@@ -70,6 +70,8 @@ type Agent struct {
 	mu       sync.Mutex
 	services map[string]*localService // guarded by mu
 	checks   map[string]*localCheck   // guarded by mu
+	// servicesCh is closed and replaced at each change to services.
+	servicesCh chan struct{} // guarded by mu
 
 	// applyMu is held from taking queued check results to applying them,
 	// so that a result is never applied after a later one.
@@ -113,18 +115,19 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 		return nil, fmt.Errorf("agent: bootstrap_expect %d: clustering is not supported yet; use 1", cfg.BootstrapExpect)
 	}
 	a := &Agent{
-		cfg:      cfg,
-		opts:     opts,
-		logger:   opts.Logger,
-		nodeName: cfg.NodeName,
-		started:  time.Now(),
-		services: make(map[string]*localService),
-		checks:   make(map[string]*localCheck),
-		pending:  make(map[string]checkResult),
-		pendCh:   make(chan struct{}, 1),
-		eventCh:  make(chan struct{}),
-		leaveCh:  make(chan struct{}),
-		done:     make(chan struct{}),
+		cfg:        cfg,
+		opts:       opts,
+		logger:     opts.Logger,
+		nodeName:   cfg.NodeName,
+		started:    time.Now(),
+		services:   make(map[string]*localService),
+		checks:     make(map[string]*localCheck),
+		servicesCh: make(chan struct{}),
+		pending:    make(map[string]checkResult),
+		pendCh:     make(chan struct{}, 1),
+		eventCh:    make(chan struct{}),
+		leaveCh:    make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	var err error
 	if a.nodeID, err = a.loadNodeID(); err != nil {

@@ -173,6 +173,7 @@ func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src sou
 	defer a.syncMu.Unlock()
 	a.mu.Lock()
 	a.services[ns.ID] = &localService{svc: ns, source: src}
+	a.servicesChangedLocked()
 	keep := make(map[string]bool)
 	for i, hc := range hcs {
 		keep[hc.CheckID] = true
@@ -262,6 +263,7 @@ func (a *Agent) RemoveService(id string) error {
 
 func (a *Agent) removeServiceLocked(id string) {
 	delete(a.services, id)
+	a.servicesChangedLocked()
 	for cid, lc := range a.checks {
 		if lc.check.ServiceID == id {
 			a.dropCheckLocked(cid)
@@ -455,6 +457,21 @@ func (a *Agent) removeMaintCheck(id string) error {
 	return a.syncCheckLocked(id)
 }
 
+// servicesChangedLocked wakes the watchers of the local services (hash
+// blocking on /v1/agent/service/:id). a.mu must be held.
+func (a *Agent) servicesChangedLocked() {
+	close(a.servicesCh)
+	a.servicesCh = make(chan struct{})
+}
+
+// ServicesChanged returns a channel closed at the next change to the local
+// services.
+func (a *Agent) ServicesChanged() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.servicesCh
+}
+
 // Services returns the local services by ID.
 func (a *Agent) Services() map[string]*structs.NodeService {
 	a.mu.Lock()
@@ -583,6 +600,7 @@ func (a *Agent) SyncFull() error {
 			s := ls.svc.Clone()
 			s.Tags = append([]string{}, c.Tags...)
 			ls.svc = s
+			a.servicesChangedLocked()
 		}
 		if !ok || !sameService(c, ls.svc) {
 			svcSync = append(svcSync, id)

@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -29,13 +32,53 @@ func (a *API) agentServices(w http.ResponseWriter, r *http.Request) (any, error)
 	return svcs, nil
 }
 
+// agentService answers /v1/agent/service/:id. It blocks by content hash,
+// as Consul's does: with ?hash= equal to the current hash it waits (up to
+// ?wait) for the service to change.
 func (a *API) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := r.PathValue("id")
-	svc := a.deps.Agent.Service(id)
-	if svc == nil {
-		return nil, structs.NotFoundError{Reason: fmt.Sprintf("unknown service ID: %s", id)}
+	o, err := parseQuery(r)
+	if err != nil {
+		return nil, err
 	}
-	return svc, nil
+	want := r.URL.Query().Get("hash")
+	var timeout <-chan struct{}
+	if want != "" {
+		ctx, cancel := waitContext(r.Context(), o.wait)
+		defer cancel()
+		timeout = ctx.Done()
+	}
+	for {
+		changed := a.deps.Agent.ServicesChanged()
+		svc := a.deps.Agent.Service(id)
+		if svc == nil {
+			return nil, structs.NotFoundError{Reason: fmt.Sprintf("unknown service ID: %s", id)}
+		}
+		h, err := serviceHash(svc)
+		if err != nil {
+			return nil, err
+		}
+		if h != want {
+			svc.ContentHash = h
+			w.Header().Set("X-Consul-ContentHash", h)
+			return svc, nil
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			want = "" // answer with what there is
+		}
+	}
+}
+
+// serviceHash is a digest of a service as the agent reports it.
+func serviceHash(svc *structs.NodeService) (string, error) {
+	b, err := json.Marshal(svc)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
 }
 
 func (a *API) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {

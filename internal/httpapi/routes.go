@@ -13,6 +13,9 @@ type Agent interface {
 	Members() []structs.AgentMember
 	Services() map[string]*structs.NodeService
 	Service(id string) *structs.NodeService
+	// ServicesChanged returns a channel closed at the next change to the
+	// local services.
+	ServicesChanged() <-chan struct{}
 	AddService(def *structs.ServiceDefinition, replaceExistingChecks bool) error
 	RemoveService(id string) error
 	ServiceMaintenance(id string, enable bool, reason string) error

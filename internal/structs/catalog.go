@@ -71,8 +71,11 @@ type NodeService struct {
 	Proxy             map[string]any `json:",omitempty"`
 	Connect           map[string]any `json:",omitempty"`
 	Datacenter        string         `json:",omitempty"`
-	CreateIndex       uint64
-	ModifyIndex       uint64
+	// ContentHash is set only on /v1/agent/service/:id answers: a hash
+	// of the rest, for hash-based blocking.
+	ContentHash string `json:",omitempty"`
+	CreateIndex uint64
+	ModifyIndex uint64
 }
 
 // Clone returns a deep-enough copy of s for callers that mutate it.
