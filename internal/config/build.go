@@ -313,22 +313,8 @@ func buildMisc(rc *RuntimeConfig, fc *fileConfig) error {
 
 // validateDefinitions checks the services and checks from config files.
 func validateDefinitions(rc *RuntimeConfig, _ *fileConfig) error {
-	for _, s := range rc.Services {
-		id := s.ID
-		if id == "" {
-			id = s.Name
-		}
-		if s.Name == "" {
-			return fmt.Errorf("config: service %q: missing name", id)
-		}
-		if s.Port < 0 || s.Port > 65535 {
-			return fmt.Errorf("config: service %q: port %d out of range", id, s.Port)
-		}
-		for i, c := range s.AllChecks() {
-			if err := validateCheck(c, i); err != nil {
-				return fmt.Errorf("config: service %q: %w", id, err)
-			}
-		}
+	if err := validateServices(rc.Services); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	for i, c := range rc.Checks {
 		if err := validateCheck(c, i); err != nil {
@@ -336,6 +322,29 @@ func validateDefinitions(rc *RuntimeConfig, _ *fileConfig) error {
 		}
 		if c.Name == "" && c.CheckID == "" {
 			return fmt.Errorf("config: check %d: missing name", i)
+		}
+	}
+	return nil
+}
+
+// validateServices checks service definitions, from config files or from a
+// service definition file, and their checks.
+func validateServices(services []*structs.ServiceDefinition) error {
+	for _, s := range services {
+		id := s.ID
+		if id == "" {
+			id = s.Name
+		}
+		if s.Name == "" {
+			return fmt.Errorf("service %q: missing name", id)
+		}
+		if s.Port < 0 || s.Port > 65535 {
+			return fmt.Errorf("service %q: port %d out of range", id, s.Port)
+		}
+		for i, c := range s.AllChecks() {
+			if err := validateCheck(c, i); err != nil {
+				return fmt.Errorf("service %q: %w", id, err)
+			}
 		}
 	}
 	return nil

@@ -521,7 +521,7 @@ func TestLoadErrors(t *testing.T) {
 		{"check of no kind", []string{"-hcl", `check { name = "c" interval = "1s" }`}, `check "c": must have one of`},
 		{"check of two kinds", []string{"-hcl", `check { name = "c" http = "http://x" tcp = "x:1" interval = "1s" }`}, `check "c": has http and tcp`},
 		{"check without interval", []string{"-hcl", `service { name = "web" check { tcp = "localhost:80" } }`}, `service "web": check "#0": interval is required for tcp checks`},
-		{"two check blocks in a service", []string{"-hcl", `service { name = "web" check { ttl = "1s" } check { ttl = "2s" } }`}, `key "service"`},
+		{"two check blocks in a service", []string{"-hcl", `service { name = "web" check { ttl = "1s" } check { ttl = "2s" } }`}, `key "service.check" in -hcl fragment 1: want one object, got 2`},
 		{"check bad status", []string{"-hcl", `check { name = "c" ttl = "1s" status = "fine" }`}, `status "fine"`},
 		{"bootstrap_expect with dev", []string{"-dev", "-bootstrap-expect", "3"}, "bootstrap_expect cannot be used with -dev"},
 		{"bootstrap and expect", []string{"-server", "-bootstrap", "-bootstrap-expect", "3", "-data-dir", dir}, "bootstrap and bootstrap_expect"},

@@ -303,14 +303,21 @@ func (d *decoder) definitions(key string, v any, fv reflect.Value) error {
 // structs.DecodeTree: HCL's one-element block lists become objects where t
 // wants an object, lone objects become lists where t wants a list, numbers
 // and booleans written as strings are converted, and keys t has no field for
-// are dropped with a warning.
+// are dropped with a warning. Two blocks where t wants one object set
+// d.shapeErr rather than being merged.
 func (d *decoder) shape(path string, v any, t reflect.Type) any {
+	if v == nil {
+		// JSON null: not set. Going through the slice case below it
+		// would become a list of one zero value ("tags": [""]).
+		return nil
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if l, ok := v.([]any); ok && len(l) > 1 && (t.Kind() == reflect.Struct || t.Kind() == reflect.Map) {
-		// Two blocks where one object belongs: leave it for DecodeTree
-		// to reject rather than merge them.
+		if d.shapeErr == nil {
+			d.shapeErr = d.keyErr(path, fmt.Errorf("want one object, got %d", len(l)))
+		}
 		return v
 	}
 	switch t.Kind() {
@@ -334,8 +341,11 @@ func (d *decoder) shape(path string, v any, t reflect.Type) any {
 			if n == "scriptargs" {
 				n = "args"
 			}
-			if t == checkTypeType && unsupportedChecks[n] != "" && d.shapeErr == nil {
-				d.shapeErr = d.keyErr(joinKey(path, k), fmt.Errorf("%s checks are not supported by Trellis", unsupportedChecks[n]))
+			if t == checkTypeType && unsupportedChecks[n] != "" {
+				if d.shapeErr == nil {
+					d.shapeErr = d.keyErr(joinKey(path, k), fmt.Errorf("%s checks are not supported by Trellis", unsupportedChecks[n]))
+				}
+				continue
 			}
 			i, ok := fields[n]
 			if !ok {

@@ -1,7 +1,10 @@
 // Package config owns the agent's configuration: it parses the command-line
 // flags of "trellis agent" and the JSON and HCL config files they name, layers
 // them, validates the result and hands the agent one RuntimeConfig. Nothing
-// else in Trellis reads flags or config files.
+// else in Trellis reads flags or config files. It also reads the service
+// definition files of "trellis services register" (ParseServiceDefinitions),
+// with the same decoder and checks, so that a definition means the same in
+// either kind of file.
 //
 // Flag names and config-file keys are Consul's, so that config written for a
 // Consul agent loads unchanged. Keys Trellis accepts but does not act on

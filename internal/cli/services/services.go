@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 
 	"github.com/trellis-mesh/trellis/internal/cli/cliflags"
+	"github.com/trellis-mesh/trellis/internal/config"
 	"github.com/trellis-mesh/trellis/internal/structs"
 )
 
@@ -71,7 +73,7 @@ func register(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	case fs.NArg() > 0:
 		for _, path := range fs.Args() {
-			d, err := LoadFile(path, func(w string) { fmt.Fprintln(stderr, "Warning:", w) })
+			d, err := loadFile(path, stderr)
 			if err != nil {
 				fmt.Fprintf(stderr, "Error: %v\n", err)
 				return 1
@@ -138,19 +140,16 @@ func deregister(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	case fs.NArg() > 0:
 		for _, path := range fs.Args() {
-			defs, err := LoadFile(path, func(w string) { fmt.Fprintln(stderr, "Warning:", w) })
+			defs, err := loadFile(path, stderr)
 			if err != nil {
 				fmt.Fprintf(stderr, "Error: %v\n", err)
 				return 1
 			}
-			for i, d := range defs {
+			for _, d := range defs {
+				// Loading checked that every definition has a name.
 				sid := d.ID
 				if sid == "" {
 					sid = d.Name
-				}
-				if sid == "" {
-					fmt.Fprintf(stderr, "Error: %s: service %d has neither id nor name\n", path, i+1)
-					return 1
 				}
 				ids = append(ids, sid)
 			}
@@ -174,6 +173,20 @@ func deregister(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "Deregistered service: %s\n", sid)
 	}
 	return 0
+}
+
+// loadFile reads the service definitions in the file at path, as the agent
+// reads them from a config file, and prints any warnings to stderr.
+func loadFile(path string, stderr io.Writer) ([]*structs.ServiceDefinition, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defs, warnings, err := config.ParseServiceDefinitions(path, data)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "Warning:", w)
+	}
+	return defs, err
 }
 
 // multiFlag collects a repeated string flag.

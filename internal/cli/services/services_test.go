@@ -1,18 +1,15 @@
 package services
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trellis-mesh/trellis/internal/cli/clitest"
-	"github.com/trellis-mesh/trellis/internal/structs"
 )
 
 func agentServices(t *testing.T, c *api.Client) map[string]*api.AgentService {
@@ -140,11 +137,12 @@ func TestRegisterErrors(t *testing.T) {
 		{name: "nothing", args: nil, want: "a service -name or a definition FILE is required"},
 		{name: "flags and file", args: []string{"-name", "x", "testdata/web.hcl"}, want: "cannot be combined"},
 		{name: "missing file", args: []string{filepath.Join(dir, "nope.hcl")}, want: "no such file"},
-		{name: "bad hcl", args: []string{write("bad.hcl", "service {")}, want: "parsing HCL"},
-		{name: "bad json", args: []string{write("bad.json", `{"service": `)}, want: "parsing JSON"},
+		{name: "bad hcl", args: []string{write("bad.hcl", "service {")}, want: "parse file " + filepath.Join(dir, "bad.hcl")},
+		{name: "bad json", args: []string{write("bad.json", `{"service": `)}, want: "parse file " + filepath.Join(dir, "bad.json")},
 		{name: "no service", args: []string{write("none.hcl", `node_name = "x"`)}, want: `no "service" or "services" definition`},
 		{name: "two checks as one", args: []string{write("two.hcl", "service {\n name = \"x\"\n check { ttl = \"1s\" }\n check { ttl = \"2s\" }\n}")}, want: "want one object, got 2"},
-		{name: "agent rejects", args: []string{write("noname.json", `{"service": {"port": 1}}`)}, want: "Error registering service"},
+		{name: "missing name", args: []string{write("noname.json", `{"service": {"port": 1}}`)}, want: `service "": missing name`},
+		{name: "agent rejects", args: []string{write("weights.json", `{"service": {"name": "x", "weights": {"passing": 0}}}`)}, want: "Error registering service"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,73 +163,4 @@ func TestRegisterErrors(t *testing.T) {
 	if r := clitest.Run(t, Run); r.Code != 1 || !strings.Contains(r.Stderr, "Usage: trellis services <subcommand>") {
 		t.Errorf("no verb: %+v", r)
 	}
-}
-
-func TestParse(t *testing.T) {
-	tests := []struct {
-		name     string
-		file     string
-		src      string
-		want     []*structs.ServiceDefinition
-		warnings []string
-	}{
-		{
-			name: "hcl repeated services blocks",
-			file: "x.hcl",
-			src:  "services {\n name = \"a\"\n}\nservices {\n name = \"b\"\n port = \"81\"\n}\n",
-			want: []*structs.ServiceDefinition{{Name: "a"}, {Name: "b", Port: 81}},
-		},
-		{
-			name: "json lone service object in services",
-			file: "x.json",
-			src:  `{"services": {"name": "a", "check": {"id": "c1", "args": ["/bin/true"], "interval": "10s"}}}`,
-			want: []*structs.ServiceDefinition{{Name: "a", Check: &structs.CheckType{CheckID: "c1", Args: []string{"/bin/true"}, Interval: structs.Duration(10 * time.Second)}}},
-		},
-		{
-			name: "content sniffing and a lone check for checks",
-			file: "x.conf",
-			src:  `{"service": {"name": "a", "checks": {"http": "http://localhost/", "interval": "5s", "header": {"X-A": ["1"]}}}}`,
-			want: []*structs.ServiceDefinition{{Name: "a", Checks: []*structs.CheckType{{HTTP: "http://localhost/", Interval: structs.Duration(5 * time.Second), Header: map[string][]string{"X-A": {"1"}}}}}},
-		},
-		{
-			name: "hcl proxy stays opaque, upstreams stay a list",
-			file: "x.hcl",
-			src:  "service {\n name = \"p\"\n kind = \"connect-proxy\"\n proxy {\n destination_service_name = \"web\"\n upstreams {\n destination_name = \"db\"\n local_bind_port = 9191\n }\n }\n}\n",
-			want: []*structs.ServiceDefinition{{Name: "p", Kind: "connect-proxy", Proxy: map[string]any{
-				"destination_service_name": "web",
-				"upstreams":                []any{map[string]any{"destination_name": "db", "local_bind_port": float64(9191)}},
-			}}},
-		},
-		{
-			name:     "unknown keys are dropped with a warning",
-			file:     "x.hcl",
-			src:      "datacenter = \"dc1\"\nservice {\n name = \"a\"\n locality = \"x\"\n}\n",
-			want:     []*structs.ServiceDefinition{{Name: "a"}},
-			warnings: []string{`x.hcl: ignoring "datacenter": only service definitions are read`, `x.hcl: service 1: ignoring unknown key "locality"`},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var warnings []string
-			got, err := Parse(tt.file, []byte(tt.src), func(w string) { warnings = append(warnings, w) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got %s, want %s", dump(got), dump(tt.want))
-			}
-			if !reflect.DeepEqual(warnings, tt.warnings) {
-				t.Errorf("warnings = %q, want %q", warnings, tt.warnings)
-			}
-		})
-	}
-}
-
-// dump shows definitions readably in a failure message.
-func dump(defs []*structs.ServiceDefinition) string {
-	b, err := json.Marshal(defs)
-	if err != nil {
-		return err.Error()
-	}
-	return string(b)
 }
