@@ -72,6 +72,7 @@ type Agent struct {
 	checks   map[string]*localCheck   // guarded by mu
 	// servicesCh is closed and replaced at each change to services.
 	servicesCh chan struct{} // guarded by mu
+	closed     bool          // guarded by mu: Close has stopped the check runners
 
 	// applyMu is held from taking queued check results to applying them,
 	// so that a result is never applied after a later one.
@@ -170,10 +171,11 @@ func (a *Agent) start(ctx context.Context) error {
 		defer a.wg.Done()
 		a.runCheckUpdates(a.done)
 	}()
-	if err := a.loadPersisted(); err != nil {
+	// Config first: persisted API checks may belong to config services.
+	if err := a.loadConfigDefinitions(a.cfg); err != nil {
 		return err
 	}
-	if err := a.loadConfigDefinitions(a.cfg); err != nil {
+	if err := a.loadPersisted(); err != nil {
 		return err
 	}
 	if err := a.SyncFull(); err != nil {
@@ -378,8 +380,10 @@ func (a *Agent) loadConfigDefinitions(cfg *config.RuntimeConfig) error {
 	return nil
 }
 
-// Reload re-reads the config files: services and checks defined there are
-// replaced by the new definitions; those registered over the API stay.
+// Reload re-reads the config files: the services and checks they define
+// replace the previous ones; those registered over the API stay. Every new
+// definition is validated first, so a bad config changes nothing. Checks
+// that remain keep their status, so sessions bound to them survive.
 func (a *Agent) Reload() error {
 	cfg, err := config.Load(a.opts.Args)
 	if err != nil {
@@ -388,30 +392,66 @@ func (a *Agent) Reload() error {
 	for _, w := range cfg.Warnings {
 		a.logger.Warn(w)
 	}
+	svcs := make([]*preparedService, 0, len(cfg.Services))
+	newSvc := make(map[string]*structs.NodeService, len(cfg.Services))
+	for _, def := range cfg.Services {
+		p, err := a.prepareService(def, sourceConfig)
+		if err != nil {
+			return fmt.Errorf("Failed to reload configs: service %q: %v", def.Name, err)
+		}
+		svcs = append(svcs, p)
+		newSvc[p.svc.ID] = p.svc
+	}
+	resolve := func(id string) *structs.NodeService {
+		if s := newSvc[id]; s != nil {
+			return s
+		}
+		return a.lookupService(id)
+	}
+	hcs := make([]*structs.HealthCheck, len(cfg.Checks))
+	for i, def := range cfg.Checks {
+		if hcs[i], err = a.checkFromDef(def, nil, 0, 1, sourceConfig, resolve); err != nil {
+			return fmt.Errorf("Failed to reload configs: check %q: %v", def.Name, err)
+		}
+	}
+
+	// The swap happens under syncMu, so anti-entropy never sees it half
+	// done.
 	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
 	a.mu.Lock()
-	var gone []string
+	keepChecks := make(map[string]bool)
+	for _, p := range svcs {
+		for _, hc := range p.hcs {
+			keepChecks[hc.CheckID] = true
+		}
+	}
+	for _, hc := range hcs {
+		keepChecks[hc.CheckID] = true
+	}
 	for id, ls := range a.services {
-		if ls.source == sourceConfig {
+		if ls.source == sourceConfig && newSvc[id] == nil {
 			a.removeServiceLocked(id)
-			gone = append(gone, "s:"+id)
 		}
 	}
 	for id, lc := range a.checks {
-		if lc.source == sourceConfig {
+		if lc.source == sourceConfig && !keepChecks[id] {
 			a.dropCheckLocked(id)
-			gone = append(gone, "c:"+id)
 		}
+	}
+	for _, p := range svcs {
+		a.installServiceLocked(p, sourceConfig)
+	}
+	for i, hc := range hcs {
+		if hc.ServiceID != "" && a.services[hc.ServiceID] == nil {
+			a.logger.Warn("reload: check's service went away", "check", hc.CheckID, "service", hc.ServiceID)
+			continue
+		}
+		a.putCheckLocked(hc, cfg.Checks[i], sourceConfig)
 	}
 	a.cfg.Services, a.cfg.Checks = cfg.Services, cfg.Checks
 	a.mu.Unlock()
-	a.syncMu.Unlock()
-	if err := a.loadConfigDefinitions(cfg); err != nil {
-		return err
-	}
-	// Anything that was in the old config only is removed from the
-	// catalog by a full sync.
-	return a.SyncFull()
+	return a.syncFullLocked()
 }
 
 // Leave asks the agent to shut down, as `consul leave` does.
@@ -458,6 +498,7 @@ func (a *Agent) Close() error {
 		}
 		close(a.done)
 		a.mu.Lock()
+		a.closed = true
 		for _, lc := range a.checks {
 			if lc.runner != nil {
 				lc.runner.Stop()

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -60,9 +61,28 @@ func validateService(def *structs.ServiceDefinition) (*structs.NodeService, erro
 	return ns, nil
 }
 
+// scriptsAllowed reports whether a script check from src may run: any with
+// enable_script_checks, only those from config files with
+// enable_local_script_checks (the API must not be a way to run commands).
+func (a *Agent) scriptsAllowed(src source) bool {
+	return a.cfg.EnableScriptChecks || (src == sourceConfig && a.cfg.EnableLocalScriptChecks)
+}
+
+// lookupService returns a local service by ID, or nil.
+func (a *Agent) lookupService(id string) *structs.NodeService {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ls := a.services[id]; ls != nil {
+		return ls.svc
+	}
+	return nil
+}
+
 // checkFromDef validates a check definition and builds the catalog check
-// it reports as. svc is the service it belongs to, or nil.
-func (a *Agent) checkFromDef(def *structs.CheckType, svc *structs.NodeService, n, total int) (*structs.HealthCheck, error) {
+// it reports as. svc is the service whose definition embeds it, or nil;
+// a standalone check's ServiceID is looked up with resolve.
+func (a *Agent) checkFromDef(def *structs.CheckType, svc *structs.NodeService, n, total int, src source,
+	resolve func(id string) *structs.NodeService) (*structs.HealthCheck, error) {
 	id := def.CheckID
 	if svc != nil && id == "" {
 		id = "service:" + svc.ID
@@ -102,7 +122,7 @@ func (a *Agent) checkFromDef(def *structs.CheckType, svc *structs.NodeService, n
 			return nil, badRequest("Check %q: Interval must be > 0 for Script, HTTP, gRPC or TCP checks", id)
 		}
 	}
-	if typ == "script" && !a.cfg.EnableScriptChecks && !a.cfg.EnableLocalScriptChecks {
+	if typ == "script" && !a.scriptsAllowed(src) {
 		return nil, badRequest("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true")
 	}
 	if def.Timeout < 0 || def.Interval < 0 || def.DeregisterCriticalServiceAfter < 0 {
@@ -140,13 +160,11 @@ func (a *Agent) checkFromDef(def *structs.CheckType, svc *structs.NodeService, n
 	if svc != nil {
 		hc.ServiceID, hc.ServiceName, hc.ServiceTags = svc.ID, svc.Service, svc.Tags
 	} else if def.ServiceID != "" {
-		a.mu.Lock()
-		ls := a.services[def.ServiceID]
-		a.mu.Unlock()
-		if ls == nil {
+		owner := resolve(def.ServiceID)
+		if owner == nil {
 			return nil, badRequest("ServiceID %q does not exist", def.ServiceID)
 		}
-		hc.ServiceID, hc.ServiceName, hc.ServiceTags = ls.svc.ID, ls.svc.Service, ls.svc.Tags
+		hc.ServiceID, hc.ServiceName, hc.ServiceTags = owner.ID, owner.Service, owner.Tags
 	}
 	return hc, nil
 }
@@ -157,28 +175,53 @@ func (a *Agent) AddService(def *structs.ServiceDefinition, replaceExistingChecks
 	return a.addService(def, replaceExistingChecks, sourceAPI)
 }
 
-func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src source) error {
+// preparedService is a validated service definition with its checks,
+// ready to install.
+type preparedService struct {
+	def  *structs.ServiceDefinition
+	svc  *structs.NodeService
+	hcs  []*structs.HealthCheck
+	defs []*structs.CheckType
+}
+
+func (a *Agent) prepareService(def *structs.ServiceDefinition, src source) (*preparedService, error) {
 	ns, err := validateService(def)
+	if err != nil {
+		return nil, err
+	}
+	p := &preparedService{def: def, svc: ns, defs: def.AllChecks()}
+	p.hcs = make([]*structs.HealthCheck, len(p.defs))
+	for i, cd := range p.defs {
+		if p.hcs[i], err = a.checkFromDef(cd, ns, i, len(p.defs), src, nil); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// installServiceLocked puts a prepared service and its checks in the local
+// state and returns the IDs of its checks. a.mu must be held.
+func (a *Agent) installServiceLocked(p *preparedService, src source) map[string]bool {
+	a.services[p.svc.ID] = &localService{svc: p.svc, source: src}
+	a.servicesChangedLocked()
+	keep := make(map[string]bool)
+	for i, hc := range p.hcs {
+		keep[hc.CheckID] = true
+		a.putCheckLocked(hc, p.defs[i], src)
+	}
+	return keep
+}
+
+func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src source) error {
+	p, err := a.prepareService(def, src)
 	if err != nil {
 		return err
 	}
-	defs := def.AllChecks()
-	hcs := make([]*structs.HealthCheck, len(defs))
-	for i, cd := range defs {
-		if hcs[i], err = a.checkFromDef(cd, ns, i, len(defs)); err != nil {
-			return err
-		}
-	}
+	ns := p.svc
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.mu.Lock()
-	a.services[ns.ID] = &localService{svc: ns, source: src}
-	a.servicesChangedLocked()
-	keep := make(map[string]bool)
-	for i, hc := range hcs {
-		keep[hc.CheckID] = true
-		a.putCheckLocked(hc, defs[i], src)
-	}
+	keep := a.installServiceLocked(p, src)
 	var dropped []string
 	if replace {
 		for id, lc := range a.checks {
@@ -192,17 +235,22 @@ func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src sou
 	if src == sourceAPI {
 		a.persistService(def)
 	}
-	if err := a.syncServiceLocked(ns.ID); err != nil {
-		return err
-	}
 	// Registering the service only adds checks: remove the replaced ones
 	// from the catalog too.
+	err = a.syncServiceLocked(ns.ID)
 	for _, id := range dropped {
-		if err := a.syncCheckLocked(id); err != nil {
-			return err
-		}
+		err = errors.Join(err, a.syncCheckLocked(id))
 	}
+	a.syncFailed(err)
 	return nil
+}
+
+// syncFailed logs a failed sync of a change the agent has taken: as in
+// Consul, the registration stands and anti-entropy retries the sync.
+func (a *Agent) syncFailed(err error) {
+	if err != nil {
+		a.logger.Warn("syncing to the catalog failed; anti-entropy will retry", "error", err)
+	}
 }
 
 // putCheckLocked stores a check and (re)starts its runner. A re-registered
@@ -221,13 +269,14 @@ func (a *Agent) putCheckLocked(hc *structs.HealthCheck, def *structs.CheckType, 
 		lc.criticalSince = time.Now()
 	}
 	a.checks[hc.CheckID] = lc
-	if def == nil {
+	if def == nil || a.closed {
+		// Once Close has stopped the runners, none may start.
 		return
 	}
 	r, err := checks.New(hc.CheckID, def, checks.Options{
 		Notify:             checkNotifier{a},
 		Logger:             a.logger,
-		EnableScriptChecks: a.cfg.EnableScriptChecks || a.cfg.EnableLocalScriptChecks,
+		EnableScriptChecks: a.scriptsAllowed(src),
 	})
 	if err != nil {
 		a.logger.Error("starting check", "check", hc.CheckID, "error", err)
@@ -258,7 +307,8 @@ func (a *Agent) RemoveService(id string) error {
 	}
 	a.removeServiceLocked(id)
 	a.mu.Unlock()
-	return a.syncServiceLocked(id)
+	a.syncFailed(a.syncServiceLocked(id))
+	return nil
 }
 
 func (a *Agent) removeServiceLocked(id string) {
@@ -278,19 +328,25 @@ func (a *Agent) AddCheck(def *structs.CheckType) error {
 }
 
 func (a *Agent) addCheck(def *structs.CheckType, src source) error {
-	hc, err := a.checkFromDef(def, nil, 0, 1)
+	hc, err := a.checkFromDef(def, nil, 0, 1, src, a.lookupService)
 	if err != nil {
 		return err
 	}
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.mu.Lock()
+	if hc.ServiceID != "" && a.services[hc.ServiceID] == nil {
+		// The service went away since the check was validated.
+		a.mu.Unlock()
+		return badRequest("ServiceID %q does not exist", hc.ServiceID)
+	}
 	a.putCheckLocked(hc, def, src)
 	a.mu.Unlock()
 	if src == sourceAPI {
 		a.persistCheck(hc.CheckID, def)
 	}
-	return a.syncCheckLocked(hc.CheckID)
+	a.syncFailed(a.syncCheckLocked(hc.CheckID))
+	return nil
 }
 
 // RemoveCheck deregisters a local check.
@@ -304,7 +360,8 @@ func (a *Agent) RemoveCheck(id string) error {
 	}
 	a.dropCheckLocked(id)
 	a.mu.Unlock()
-	return a.syncCheckLocked(id)
+	a.syncFailed(a.syncCheckLocked(id))
+	return nil
 }
 
 // UpdateTTLCheck sets the status of a TTL check (agent/check/pass etc.).
@@ -325,7 +382,17 @@ func (a *Agent) UpdateTTLCheck(id, status, output string) error {
 	// the update loop from applying an older result after it.
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	// Look the runner up again under the lock: a re-registration may have
+	// replaced it, and the status must reach the current one. SetStatus
+	// only queues, so calling it under a.mu cannot block.
+	a.mu.Lock()
+	if lc, ok := a.checks[id]; ok {
+		if cur, isTTL := lc.runner.(checks.TTLRunner); isTTL {
+			ttl = cur
+		}
+	}
 	ttl.SetStatus(status, output)
+	a.mu.Unlock()
 	a.pendMu.Lock()
 	r, ok := a.pending[id]
 	delete(a.pending, id)
@@ -566,6 +633,12 @@ func (a *Agent) syncCheckLocked(id string) error {
 func (a *Agent) SyncFull() error {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
+	return a.syncFullLocked()
+}
+
+// syncFullLocked is SyncFull with syncMu held. One item that fails to sync
+// does not keep the others from syncing.
+func (a *Agent) syncFullLocked() error {
 	if err := a.registerSelf(); err != nil {
 		return err
 	}
@@ -622,17 +695,14 @@ func (a *Agent) SyncFull() error {
 		}
 	}
 	a.mu.Unlock()
+	var errs error
 	for _, id := range svcSync {
-		if err := a.syncServiceLocked(id); err != nil {
-			return err
-		}
+		errs = errors.Join(errs, a.syncServiceLocked(id))
 	}
 	for _, id := range checkSync {
-		if err := a.syncCheckLocked(id); err != nil {
-			return err
-		}
+		errs = errors.Join(errs, a.syncCheckLocked(id))
 	}
-	return nil
+	return errs
 }
 
 func sameService(cat, local *structs.NodeService) bool {

@@ -99,8 +99,14 @@ func (m *metrics) instrument(h http.Handler) http.Handler {
 				route = "unmatched"
 			}
 		}
-		m.requests.WithLabelValues(r.Method, route, strconv.Itoa(rec.code)).Inc()
-		m.latency.WithLabelValues(r.Method, route).Observe(time.Since(start).Seconds())
+		method := r.Method
+		switch method {
+		case http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodHead:
+		default:
+			method = "other" // clients choose methods: keep the label bounded
+		}
+		m.requests.WithLabelValues(method, route, strconv.Itoa(rec.code)).Inc()
+		m.latency.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 	})
 }
 

@@ -202,3 +202,35 @@ func TestRestartAfterKill9(t *testing.T) {
 		t.Fatalf("after kill -9: last = %+v, %v; want acked", kv, err)
 	}
 }
+
+// Review finding: persisted API checks were loaded before the config's
+// services, so a check bound to a config service was dropped on restart.
+func TestRestartKeepsAPICheckOnConfigService(t *testing.T) {
+	dir, cfgDir := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfgDir, "web.json"), []byte(`{"service": {"name": "web", "port": 80}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	p := start(t, dir, port, "-config-dir", cfgDir)
+	if err := client(t, p).Agent().CheckRegister(&api.AgentCheckRegistration{ID: "web-extra", Name: "web-extra", ServiceID: "web",
+		AgentServiceCheck: api.AgentServiceCheck{TTL: "10m", Status: api.HealthPassing}}); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-p.exited; err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	p.exited <- nil
+	c := client(t, start(t, dir, port, "-config-dir", cfgDir))
+	checks, err := c.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := checks["web-extra"]; ch == nil || ch.ServiceID != "web" {
+		t.Fatalf("after restart: agent checks = %v, want web-extra on web", checks)
+	}
+	hc, _, err := c.Health().Checks("web", nil)
+	if err != nil || len(hc) != 1 || hc[0].CheckID != "web-extra" {
+		t.Fatalf("after restart: catalog checks of web = %+v, %v", hc, err)
+	}
+}
