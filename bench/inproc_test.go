@@ -188,6 +188,6 @@ func waitWritable(b *testing.B, c *benchClient) {
 		if time.Now().After(deadline) {
 			b.Fatalf("agent not accepting writes after 30s: %v", err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-time.After(50 * time.Millisecond) // poll interval
 	}
 }

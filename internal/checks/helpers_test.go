@@ -112,7 +112,7 @@ func waitGoroutines(t *testing.T, n int) {
 			t.Fatalf("%d goroutines running, want <= %d:\n%s", runtime.NumGoroutine(), n, buf)
 		}
 		runtime.Gosched()
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+		<-time.After(5 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
 

@@ -99,7 +99,7 @@ func TestScriptTimeoutKillsProcessGroup(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("child %d of the timed-out script still runs", pid)
 		}
-		time.Sleep(5 * time.Millisecond) // polling interval
+		<-time.After(5 * time.Millisecond) // polling interval
 	}
 }
 
@@ -132,7 +132,7 @@ func TestScriptStopKills(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("script never started")
 		}
-		time.Sleep(5 * time.Millisecond) // polling interval
+		<-time.After(5 * time.Millisecond) // polling interval
 	}
 	stopped := make(chan struct{})
 	go func() { r.Stop(); close(stopped) }()

@@ -60,7 +60,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("condition not met within %v: %v", timeout, err)
 		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
+		<-time.After(10 * time.Millisecond) // poll interval, not synchronisation
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -232,5 +233,48 @@ func TestRestartKeepsAPICheckOnConfigService(t *testing.T) {
 	hc, _, err := c.Health().Checks("web", nil)
 	if err != nil || len(hc) != 1 || hc[0].CheckID != "web-extra" {
 		t.Fatalf("after restart: catalog checks of web = %+v, %v", hc, err)
+	}
+}
+
+// SIGHUP reloads services and checks from the config files; -pid-file
+// names the process and goes away on shutdown.
+func TestSIGHUPReloadsAndPidFile(t *testing.T) {
+	dir, cfgDir := t.TempDir(), t.TempDir()
+	pidFile := filepath.Join(t.TempDir(), "trellis.pid")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(cfgDir, "svc.json"), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"service": {"name": "before", "port": 1}}`)
+	p := start(t, dir, freePort(t), "-config-dir", cfgDir, "-pid-file", pidFile)
+	b, err := os.ReadFile(pidFile)
+	if err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(p.cmd.Process.Pid) {
+		t.Fatalf("pid file = %q, %v; want %d", b, err, p.cmd.Process.Pid)
+	}
+	c := client(t, p)
+	write(`{"service": {"name": "after", "port": 2}}`)
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		svcs, err := c.Agent().Services()
+		if err == nil && svcs["after"] != nil && svcs["before"] == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("services 30s after SIGHUP = %v, %v; want only after", svcs, err)
+		}
+		<-time.After(20 * time.Millisecond) // poll again, until the deadline
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if err := <-p.exited; err != nil {
+		t.Fatalf("exit after SIGINT: %v", err)
+	}
+	p.exited <- nil
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file still there after shutdown: %v", err)
 	}
 }

@@ -44,6 +44,8 @@ type report struct {
 	dns        *result
 	dnsAnswers int
 	wakeup     *result
+	// startup is from starting the process to its first accepted write.
+	startup time.Duration
 }
 
 // measure starts the agent, runs every phase in order and stops it.
@@ -57,6 +59,7 @@ func measure(ctx context.Context, o *options, logw io.Writer) (*report, error) {
 		return nil, err
 	}
 
+	launched := time.Now()
 	p, err := startAgent(ctx, o.agentBin, logw, o.startWait)
 	if err != nil {
 		return nil, err
@@ -69,6 +72,8 @@ func measure(ctx context.Context, o *options, logw io.Writer) (*report, error) {
 	if err := waitWritable(ctx, c, o.startWait); err != nil {
 		return nil, err
 	}
+	rep.startup = time.Since(launched)
+	logf("serving writes %v after launch", rep.startup)
 
 	if rep.idle, err = settleAndReadMem(ctx, p.pid(), o.settle); err != nil {
 		return nil, err
@@ -193,6 +198,16 @@ func lowerRow(metric string, got, ref, target float64, format func(float64) stri
 	return row{metric, format(got), format(ref), op + format(target), verdict(got/ref, meets)}
 }
 
+// startupRow reports the dev agent's start time against the issue's "under
+// a second"; Consul's figure was not measured.
+func startupRow(d time.Duration) row {
+	v := "no"
+	if d < time.Second {
+		v = "yes"
+	}
+	return row{"dev agent start → first write accepted", ms(float64(d)), "—", "< 1000.00 ms", v}
+}
+
 func infoRow(metric, value string) row { return row{metric, value, "—", "—", "—"} }
 
 func verdict(ratio float64, meets bool) string {
@@ -219,6 +234,7 @@ func (r *report) rows() []row {
 		throughputRow("DNS SRV queries/s (UDP)", r.dns.rate(), consulDNS, targetDNS),
 		lowerRow("blocking-query wake-up, median (lower is better)", float64(r.wakeup.pct(50)), consulWakeup, targetWakeup, ms, true),
 		infoRow("blocking-query wake-up, p99", ms(float64(r.wakeup.pct(99)))),
+		startupRow(r.startup),
 		lowerRow("idle RSS (lower is better)", float64(r.idle.rss), consulIdleRSS, targetIdleRSS, mb, false),
 		lowerRow(fmt.Sprintf("RSS after %d instances (lower is better)", o.instances), float64(r.after10k.rss), consulRSS10k, targetRSS10k, mb, false),
 	}
