@@ -57,29 +57,31 @@ type TombstoneReapRequest struct {
 	Index uint64
 }
 
-// Encode builds a log entry payload.
-func Encode(t MessageType, msg any) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte(byte(t))
-	if err := codec.NewEncoder(&buf, state.MsgpackHandle).Encode(msg); err != nil {
-		return nil, fmt.Errorf("fsm: encode type %d: %w", t, err)
-	}
-	return buf.Bytes(), nil
-}
-
 // FSM applies log entries to a state store.
 type FSM struct {
 	store  *state.Store
 	logger *slog.Logger
+	handle *codec.MsgpackHandle // encodes and decodes log entries; never changed after New
 }
 
 // New returns an FSM writing to store.
 func New(store *state.Store, logger *slog.Logger) *FSM {
-	return &FSM{store: store, logger: logger}
+	return &FSM{store: store, logger: logger, handle: state.NewMsgpackHandle()}
 }
 
 // Store returns the state store the FSM writes.
 func (f *FSM) Store() *state.Store { return f.store }
+
+// Encode builds a log entry payload for Apply. It is safe for concurrent
+// use.
+func (f *FSM) Encode(t MessageType, msg any) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(byte(t))
+	if err := codec.NewEncoder(&buf, f.handle).Encode(msg); err != nil {
+		return nil, fmt.Errorf("fsm: encode type %d: %w", t, err)
+	}
+	return buf.Bytes(), nil
+}
 
 // Apply applies one committed entry. Its return value is handed back to
 // the caller of raft.Apply: an error, a bool for conditional KV writes, or a
@@ -89,7 +91,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return nil
 	}
 	t := MessageType(l.Data[0])
-	dec := codec.NewDecoderBytes(l.Data[1:], state.MsgpackHandle)
+	dec := codec.NewDecoderBytes(l.Data[1:], f.handle)
 	switch t {
 	case RegisterRequestType:
 		var req structs.RegisterRequest

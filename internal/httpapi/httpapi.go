@@ -93,8 +93,9 @@ func methodNotAllowed(allow string) http.Handler {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
 
-// handle registers fn for pattern ("GET /v1/x"). Consul accepts PUT and
-// POST alike for writes: pass both.
+// handle registers fn under each of the space-separated methods for path
+// ("GET", "/v1/x"). Writes register PUT alone, as Consul's do: any other
+// method gets ServeMux's 405.
 func (a *API) handle(methods string, path string, fn handlerFunc) {
 	h := a.wrap(fn)
 	for _, m := range strings.Fields(methods) {

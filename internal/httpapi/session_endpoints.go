@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"github.com/trellis-mesh/trellis/internal/server"
 	"github.com/trellis-mesh/trellis/internal/state"
 	"github.com/trellis-mesh/trellis/internal/structs"
 )
@@ -63,9 +64,9 @@ func (a *API) sessionCreate(w http.ResponseWriter, r *http.Request) (any, error)
 	}
 	if sess.TTL != "" {
 		// Normalise "10.0s" and friends to Go's canonical form.
-		d, err := structs.ParseDuration(sess.TTL)
+		d, err := server.ParseSessionTTL(sess.TTL)
 		if err != nil {
-			return nil, fmt.Errorf("Invalid Session TTL '%s': %v", sess.TTL, err)
+			return nil, err
 		}
 		sess.TTL = d.String()
 		if d == 0 {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	"github.com/hashicorp/go-memdb"
-	"github.com/trellis-mesh/trellis/internal/fsm"
 	"github.com/trellis-mesh/trellis/internal/state"
 	"github.com/trellis-mesh/trellis/internal/structs"
 )
@@ -51,11 +50,9 @@ func (a *API) txn(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		resp = res.(*structs.TxnResponse)
 	} else {
-		out, err := a.deps.Server.Apply(fsm.TxnRequestType, &fsm.TxnRequest{Ops: ops})
-		if err != nil {
+		if resp, err = a.deps.Server.TxnApply(ops); err != nil {
 			return nil, err
 		}
-		resp = out.(*structs.TxnResponse)
 	}
 	if len(resp.Errors) > 0 {
 		w.Header().Set("Content-Type", "application/json")

@@ -40,8 +40,15 @@ type Config struct {
 	TombstoneTTL time.Duration
 }
 
-// ErrNotLeader is returned for writes while this server has no leadership.
+// ErrNotLeader is returned for writes while this server has no
+// leadership: raft refused the entry, so it was not applied.
 var ErrNotLeader = errors.New("No cluster leader")
+
+// ErrLeadershipLost is returned when this server lost leadership while a
+// write was in flight. The outcome is unknown: the entry may yet commit
+// under the next leader, or be lost. A caller must read the state back, or
+// repeat a write that is safe to repeat, before relying on either.
+var ErrLeadershipLost = errors.New("leadership lost while committing log")
 
 // Server is a raft node with its FSM and state store.
 type Server struct {
@@ -55,13 +62,13 @@ type Server struct {
 	trans   raft.Transport
 
 	sessionMu     sync.Mutex
-	sessionTimers map[string]*time.Timer // guarded by sessionMu
+	sessionTimers map[string]*time.Timer // guarded by sessionMu; keyed by lower-cased session ID
+	shutdown      bool                   // guarded by sessionMu; set when Shutdown begins
 
-	lastReapSample uint64 // guarded by sessionMu
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	shutdownCh chan struct{} // closed when Shutdown begins
+	// wg owns monitorLeadership and every session expiry in progress;
+	// Shutdown waits for them before stopping raft.
+	wg sync.WaitGroup
 }
 
 // New starts a single-voter raft node over store. With a DataDir that holds
@@ -79,12 +86,12 @@ func New(cfg Config, store *state.Store) (*Server, error) {
 		store:         store,
 		fsm:           fsm.New(store, cfg.Logger.With("component", "fsm")),
 		sessionTimers: make(map[string]*time.Timer),
+		shutdownCh:    make(chan struct{}),
 	}
 	if err := s.setupRaft(); err != nil {
 		s.closeStores()
 		return nil, err
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.monitorLeadership()
 	return s, nil
@@ -264,32 +271,64 @@ func (s *Server) VerifyLeader() error {
 // Apply commits a command and returns what the FSM returned for it. An
 // error the FSM returned is returned as the error.
 func (s *Server) Apply(t fsm.MessageType, msg any) (any, error) {
-	buf, err := fsm.Encode(t, msg)
+	buf, err := s.fsm.Encode(t, msg)
 	if err != nil {
 		return nil, err
 	}
 	f := s.raft.Apply(buf, 30*time.Second)
 	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return nil, ErrNotLeader
-		}
-		return nil, err
+		return nil, applyError(err)
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {
-		return nil, err
+		return nil, rejectedError{err}
 	}
 	return resp, nil
+}
+
+// rejectedError is an error the FSM returned: the entry committed and was
+// refused, so nothing changed. Its text is the FSM's.
+type rejectedError struct{ error }
+
+func (e rejectedError) Unwrap() error { return e.error }
+
+// outcomeUnknown reports whether an Apply error leaves open whether the
+// entry committed (a timeout, a lost leadership), as opposed to an entry
+// that was refused before or by the FSM.
+func outcomeUnknown(err error) bool {
+	var rej rejectedError
+	return err != nil && !errors.As(err, &rej) && !errors.Is(err, ErrNotLeader)
+}
+
+// applyError maps raft's Apply errors to this package's: ErrNotLeader when
+// the entry was refused, ErrLeadershipLost when its outcome is unknown.
+func applyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return ErrLeadershipLost
+	}
+	return err
 }
 
 // Stats returns raft's statistics.
 func (s *Server) Stats() map[string]string { return s.raft.Stats() }
 
-// Shutdown stops the leader loops and raft, and closes the stores.
+// Shutdown stops the session timers, the leader loops and raft, and
+// closes the stores. Timers go first: an expiry must not reach raft while
+// it shuts down. Calls after the first return nil.
 func (s *Server) Shutdown() error {
-	s.cancel()
+	s.sessionMu.Lock()
+	if s.shutdown {
+		s.sessionMu.Unlock()
+		return nil
+	}
+	s.shutdown = true
+	s.stopSessionTimersLocked()
+	s.sessionMu.Unlock()
+	close(s.shutdownCh)
 	s.wg.Wait()
-	s.stopSessionTimers()
 	err := s.raft.Shutdown().Error()
 	s.closeStores()
 	return err
@@ -310,7 +349,7 @@ func (s *Server) monitorLeadership() {
 	defer stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-s.shutdownCh:
 			return
 		case isLeader := <-s.raft.LeaderCh():
 			stop()
@@ -318,7 +357,7 @@ func (s *Server) monitorLeadership() {
 				s.stopSessionTimers()
 				continue
 			}
-			ctx, cancel := context.WithCancel(s.ctx)
+			ctx, cancel := context.WithCancel(context.Background())
 			stopLeader, leaderDone = cancel, make(chan struct{})
 			go func(done chan struct{}) {
 				defer close(done)
@@ -336,21 +375,20 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		return
 	}
 	s.initSessionTimers()
-	reap := time.NewTicker(s.cfg.TombstoneTTL / 4)
+	reap := time.NewTicker(s.cfg.TombstoneTTL / reapSamples)
 	defer reap.Stop()
+	var horizon tombstoneHorizon
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-reap.C:
-			s.reapTombstones()
+			s.reapTombstones(horizon.next(s.store.MaxIndex("kvs", "tombstones")))
 		}
 	}
 }
 
-func (s *Server) reapTombstones() {
-	// Tombstones older than the TTL are in no blocking query's recent past.
-	idx := s.tombstoneHorizon()
+func (s *Server) reapTombstones(idx uint64) {
 	if idx == 0 {
 		return
 	}
@@ -359,29 +397,53 @@ func (s *Server) reapTombstones() {
 	}
 }
 
-// tombstoneHorizon returns the KV index as it was one TTL ago, tracked by
-// sampling at each reap tick.
-func (s *Server) tombstoneHorizon() uint64 {
-	s.sessionMu.Lock()
-	defer s.sessionMu.Unlock()
-	cur := s.store.MaxIndex("kvs", "tombstones")
-	prev := s.lastReapSample
-	s.lastReapSample = cur
-	return prev
+// reapSamples is how many reap ticks make up one tombstone TTL.
+const reapSamples = 4
+
+// tombstoneHorizon tracks the KV index as it was one tombstone TTL ago:
+// sampled every TTL/reapSamples, the oldest of the last reapSamples samples
+// was taken a full TTL before the current tick. Tombstones at or below it
+// have been kept for at least the TTL, so they are in no blocking query's
+// recent past. The zero value is ready to use; a new leader starts afresh.
+type tombstoneHorizon struct {
+	samples [reapSamples]uint64 // ring of the last samples
+	n       int                 // samples taken
 }
 
-// checkSessionTTL validates and normalises a session TTL.
-func checkSessionTTL(ttl string) error {
-	if ttl == "" {
-		return nil
+// next records cur, the KV index now, and returns the index to reap up
+// to: the sample taken reapSamples ticks ago, or 0 (reap nothing) until
+// there is one.
+func (h *tombstoneHorizon) next(cur uint64) uint64 {
+	i := h.n % reapSamples
+	old := h.samples[i]
+	if h.n < reapSamples {
+		old = 0
 	}
-	d, err := structs.ParseDuration(ttl)
+	h.samples[i] = cur
+	h.n++
+	return old
+}
+
+// ParseSessionTTL parses and checks a session TTL; "" and 0 mean none.
+// Its error texts are Consul's, which clients match on: "Session TTL '%s'
+// invalid: %v" when it does not parse, "Invalid Session TTL '%d', must be
+// between [%v=%v]" when it is out of range.
+func ParseSessionTTL(ttl string) (time.Duration, error) {
+	if ttl == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(ttl)
 	if err != nil {
-		return fmt.Errorf("Invalid Session TTL '%s': %v", ttl, err)
+		// Trellis also takes a bare number of seconds; otherwise the
+		// reason is Go's, as in Consul.
+		var lerr error
+		if d, lerr = structs.ParseDuration(ttl); lerr != nil {
+			return 0, fmt.Errorf("Session TTL '%s' invalid: %v", ttl, err)
+		}
 	}
 	if d != 0 && (d < structs.SessionTTLMin || d > structs.SessionTTLMax) {
-		return fmt.Errorf("Invalid Session TTL '%d', must be between [%v=%v]",
+		return 0, fmt.Errorf("Invalid Session TTL '%d', must be between [%v=%v]",
 			d, time.Duration(structs.SessionTTLMin), time.Duration(structs.SessionTTLMax))
 	}
-	return nil
+	return d, nil
 }

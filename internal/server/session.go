@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-uuid"
@@ -13,7 +14,7 @@ import (
 // SessionCreate validates sess, gives it an ID and commits it. It returns
 // the new session's ID.
 func (s *Server) SessionCreate(sess *structs.Session) (string, error) {
-	if err := checkSessionTTL(sess.TTL); err != nil {
+	if _, err := ParseSessionTTL(sess.TTL); err != nil {
 		return "", err
 	}
 	if sess.LockDelay > structs.MaxLockDelay {
@@ -34,18 +35,29 @@ func (s *Server) SessionCreate(sess *structs.Session) (string, error) {
 		return "", err
 	}
 	sess.ID = id
-	if _, err := s.Apply(fsm.SessionRequestType, &fsm.SessionRequest{Op: fsm.SessionCreate, Session: *sess}); err != nil {
+	_, err = s.Apply(fsm.SessionRequestType, &fsm.SessionRequest{Op: fsm.SessionCreate, Session: *sess})
+	// The timer also starts when the outcome is unknown: after a timeout
+	// or a lost leadership the entry may still commit, and a session
+	// nobody can renew must then expire. Expiring a session that does not
+	// exist is harmless.
+	if err == nil || outcomeUnknown(err) {
+		s.resetSessionTimer(id, sess.TTL)
+	}
+	if err != nil {
 		return "", err
 	}
-	s.resetSessionTimer(id, sess.TTL)
 	return id, nil
 }
 
-// SessionDestroy invalidates a session.
+// SessionDestroy invalidates a session. Its TTL timer stops only once the
+// destroy has committed: after a failed Apply the session may still exist,
+// and it must still expire.
 func (s *Server) SessionDestroy(id string) error {
+	if _, err := s.Apply(fsm.SessionRequestType, &fsm.SessionRequest{Op: fsm.SessionDestroy, Session: structs.Session{ID: id}}); err != nil {
+		return err
+	}
 	s.clearSessionTimer(id)
-	_, err := s.Apply(fsm.SessionRequestType, &fsm.SessionRequest{Op: fsm.SessionDestroy, Session: structs.Session{ID: id}})
-	return err
+	return nil
 }
 
 // SessionRenew restarts a session's TTL and returns it, or nil when the
@@ -60,7 +72,7 @@ func (s *Server) SessionRenew(id string) (*structs.Session, error) {
 	if err != nil || sess == nil {
 		return nil, err
 	}
-	s.resetSessionTimer(id, sess.TTL)
+	s.resetSessionTimer(sess.ID, sess.TTL)
 	return sess, nil
 }
 
@@ -80,8 +92,35 @@ func (s *Server) KVSApply(op string, e *structs.DirEntry) (bool, error) {
 	return ok, nil
 }
 
+// TxnApply commits a transaction that writes. As in Consul, a lock of a key
+// still in lock-delay fails the whole transaction before it reaches raft:
+// the response names each such operation and nothing is written.
+// Lock-delay is the leader's in-memory state, so it cannot be checked in
+// the FSM.
+func (s *Server) TxnApply(ops []*structs.TxnOp) (*structs.TxnResponse, error) {
+	var errs []*structs.TxnError
+	for i, op := range ops {
+		if op.KV == nil || op.KV.Verb != state.KVLock {
+			continue
+		}
+		if until := s.store.KVSLockDelay(op.KV.Key); !until.IsZero() {
+			errs = append(errs, &structs.TxnError{OpIndex: i,
+				What: fmt.Sprintf("failed to lock key %q due to lock delay", op.KV.Key)})
+		}
+	}
+	if len(errs) > 0 {
+		return &structs.TxnResponse{Errors: errs}, nil
+	}
+	resp, err := s.Apply(fsm.TxnRequestType, &fsm.TxnRequest{Ops: ops})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*structs.TxnResponse), nil
+}
+
 // resetSessionTimer (re)starts the invalidation timer of a TTL session. The
-// session lives for TTL × 2 after its last renewal: Consul's grace.
+// session lives for TTL × 2 after its last renewal: Consul's grace. Once
+// Shutdown has begun it does nothing.
 func (s *Server) resetSessionTimer(id, ttl string) {
 	d, err := structs.ParseDuration(ttl)
 	if err != nil || d == 0 {
@@ -90,24 +129,44 @@ func (s *Server) resetSessionTimer(id, ttl string) {
 	d *= structs.SessionTTLMultiple
 	s.sessionMu.Lock()
 	defer s.sessionMu.Unlock()
-	if t, ok := s.sessionTimers[id]; ok {
+	if s.shutdown {
+		return
+	}
+	// Session IDs match case-insensitively: one session, one timer.
+	key := strings.ToLower(id)
+	if t, ok := s.sessionTimers[key]; ok {
 		t.Reset(d)
 		return
 	}
-	s.sessionTimers[id] = time.AfterFunc(d, func() { s.expireSession(id) })
+	s.sessionTimers[key] = time.AfterFunc(d, func() { s.expireSession(id) })
 }
 
 func (s *Server) clearSessionTimer(id string) {
 	s.sessionMu.Lock()
 	defer s.sessionMu.Unlock()
-	if t, ok := s.sessionTimers[id]; ok {
+	s.clearSessionTimerLocked(id)
+}
+
+func (s *Server) clearSessionTimerLocked(id string) {
+	key := strings.ToLower(id)
+	if t, ok := s.sessionTimers[key]; ok {
 		t.Stop()
-		delete(s.sessionTimers, id)
+		delete(s.sessionTimers, key)
 	}
 }
 
+// expireSession runs on a session timer's goroutine. It joins s.wg so that
+// Shutdown waits for it, and does nothing once Shutdown has begun.
 func (s *Server) expireSession(id string) {
-	s.clearSessionTimer(id)
+	s.sessionMu.Lock()
+	if s.shutdown {
+		s.sessionMu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.clearSessionTimerLocked(id)
+	s.sessionMu.Unlock()
+	defer s.wg.Done()
 	if !s.IsLeader() {
 		return
 	}
@@ -136,6 +195,10 @@ func (s *Server) initSessionTimers() {
 func (s *Server) stopSessionTimers() {
 	s.sessionMu.Lock()
 	defer s.sessionMu.Unlock()
+	s.stopSessionTimersLocked()
+}
+
+func (s *Server) stopSessionTimersLocked() {
 	for id, t := range s.sessionTimers {
 		t.Stop()
 		delete(s.sessionTimers, id)

@@ -117,11 +117,15 @@ func kvsLockTxn(tx *memdb.Txn, idx uint64, e *structs.DirEntry) (bool, error) {
 		return false, err
 	}
 	n := e.Clone()
+	// Session IDs match case-insensitively (the sessions index lowercases
+	// them): store the session's own spelling, so that destroying it finds
+	// and releases this lock whatever case the acquirer sent.
+	n.Session = sraw.(*structs.Session).ID
 	n.LockIndex = 1
 	if raw != nil {
 		old := raw.(*structs.DirEntry)
 		switch {
-		case old.Session == e.Session:
+		case sameSession(old.Session, n.Session):
 			n.LockIndex = old.LockIndex // re-acquiring updates the value only
 		case old.Session != "":
 			return false, nil
@@ -147,7 +151,7 @@ func kvsUnlockTxn(tx *memdb.Txn, idx uint64, e *structs.DirEntry) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	if raw == nil || raw.(*structs.DirEntry).Session != e.Session {
+	if raw == nil || !sameSession(raw.(*structs.DirEntry).Session, e.Session) {
 		return false, nil
 	}
 	old := raw.(*structs.DirEntry)
@@ -161,6 +165,11 @@ func kvsUnlockTxn(tx *memdb.Txn, idx uint64, e *structs.DirEntry) (bool, error) 
 	}
 	return true, bumpIndex(tx, idx, tableKVs)
 }
+
+// sameSession reports whether a and b name the same session. Session IDs
+// are UUIDs and match case-insensitively, as the sessions table's index
+// does; "" (no session) matches only "".
+func sameSession(a, b string) bool { return strings.EqualFold(a, b) }
 
 func kvsDeleteTxn(tx *memdb.Txn, idx uint64, key string) error {
 	raw, err := tx.First(tableKVs, "id", key)
@@ -208,8 +217,15 @@ func kvsDeleteTreeTxn(tx *memdb.Txn, idx uint64, prefix string) error {
 	return nil
 }
 
-// ReapTombstones removes tombstones at or below idx; prefix reads then fall
-// back to the table index, which is at least as high.
+// indexTombstonesReaped is the index row holding the highest index of any
+// tombstone reaped so far. A reaped tombstone no longer raises the index of
+// a prefix read, so KVList raises it to this mark instead: otherwise the
+// index of a prefix whose newest change was a delete would go backwards
+// when the tombstone goes. It is an index row, so snapshots keep it.
+const indexTombstonesReaped = "tombstones.reaped"
+
+// ReapTombstones removes tombstones at or below idx, recording the highest
+// index among them as the reap mark.
 func (s *Store) ReapTombstones(idx uint64) error {
 	tx := s.writeTxn()
 	defer tx.Abort()
@@ -218,15 +234,23 @@ func (s *Store) ReapTombstones(idx uint64) error {
 		return err
 	}
 	var doomed []any
+	var mark uint64
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if raw.(*tombstone).Index <= idx {
+		if i := raw.(*tombstone).Index; i <= idx {
 			doomed = append(doomed, raw)
+			mark = max(mark, i)
 		}
+	}
+	if len(doomed) == 0 {
+		return nil
 	}
 	for _, d := range doomed {
 		if err := tx.Delete(tableTombstones, d); err != nil {
 			return err
 		}
+	}
+	if err := bumpIndex(tx, mark, indexTombstonesReaped); err != nil {
+		return err
 	}
 	tx.Commit()
 	return nil
@@ -252,7 +276,12 @@ func (r *ReadTxn) KVGet(ws memdb.WatchSet, key string) (uint64, *structs.DirEntr
 
 // KVList returns the keys under prefix. Its index is the highest
 // ModifyIndex among them or among the prefix's tombstones, so that deletes
-// under the prefix raise it too.
+// under the prefix raise it too, and never below the reap mark: a reaped
+// tombstone may have been the prefix's newest change, and the index must
+// not go backwards when it goes. The mark moves only when tombstones are
+// reaped, so it adds no wake-ups between reaps; its row is not watched, as
+// a reap changes no entry (the prefix's tombstone watch still wakes the
+// reader, which then finds the same index and keeps blocking).
 func (r *ReadTxn) KVList(ws memdb.WatchSet, prefix string) (uint64, []*structs.DirEntry, error) {
 	it, err := r.tx.Get(tableKVs, "id_prefix", prefix)
 	if err != nil {
@@ -280,6 +309,8 @@ func (r *ReadTxn) KVList(ws memdb.WatchSet, prefix string) (uint64, []*structs.D
 	}
 	if prefix == "" || idx == 0 {
 		idx = maxIndex(r.tx, nil, tableKVs, tableTombstones)
+	} else {
+		idx = max(idx, maxIndex(r.tx, nil, indexTombstonesReaped))
 	}
 	return idx, out, nil
 }

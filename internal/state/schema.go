@@ -88,8 +88,10 @@ func schema() *memdb.DBSchema {
 		tableKVs: {
 			Name: tableKVs,
 			Indexes: map[string]*memdb.IndexSchema{
-				"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
-				"session": {Name: "session", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Session"}},
+				"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+				// Lowercase, as the sessions table's "id": a session finds
+				// the locks it holds whatever case they were taken in.
+				"session": {Name: "session", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Session", Lowercase: true}},
 			},
 		},
 		tableTombstones: {

@@ -10,15 +10,18 @@ import (
 	"github.com/trellis-mesh/trellis/internal/structs"
 )
 
-// MsgpackHandle encodes raft payloads and snapshots. Maps decode as
-// map[string]any so opaque configuration round-trips as JSON would.
-var MsgpackHandle = func() *codec.MsgpackHandle {
+// NewMsgpackHandle returns the codec settings of raft payloads and
+// snapshots, the one encoding the FSM and the store share. Maps decode as
+// map[string]any so opaque configuration round-trips as JSON would. A
+// handle is safe for concurrent use once built; each caller gets its own
+// so that none can change another's settings.
+func NewMsgpackHandle() *codec.MsgpackHandle {
 	h := &codec.MsgpackHandle{}
 	h.RawToString = true
 	h.WriteExt = true
 	h.MapType = reflect.TypeOf(map[string]any{})
 	return h
-}()
+}
 
 // snapshot record types; their numbers are part of the on-disk format.
 const (
@@ -45,7 +48,7 @@ func (s *Store) Snapshot() *Snapshot {
 
 // Persist writes the snapshot to w.
 func (snap *Snapshot) Persist(w io.Writer) error {
-	enc := codec.NewEncoder(w, MsgpackHandle)
+	enc := codec.NewEncoder(w, NewMsgpackHandle())
 	tx := snap.db.Txn(false)
 	defer tx.Abort()
 	tables := []struct {
@@ -78,7 +81,7 @@ func (snap *Snapshot) Persist(w io.Writer) error {
 func (s *Store) Restore(r io.Reader) error {
 	db := newDB()
 	tx := db.Txn(true)
-	dec := codec.NewDecoder(r, MsgpackHandle)
+	dec := codec.NewDecoder(r, NewMsgpackHandle())
 	for {
 		var rec byte
 		if err := dec.Decode(&rec); err == io.EOF {

@@ -16,6 +16,7 @@ type Store struct {
 
 	lockMu    sync.Mutex
 	lockDelay map[string]time.Time // guarded by lockMu: key → end of its lock-delay
+	pruneAt   int                  // guarded by lockMu: map size that triggers the next prune
 
 	now func() time.Time
 }
@@ -26,6 +27,7 @@ func New() *Store {
 		db:        newDB(),
 		abandonCh: make(chan struct{}),
 		lockDelay: make(map[string]time.Time),
+		pruneAt:   minLockDelayPrune,
 		now:       time.Now,
 	}
 }
@@ -110,13 +112,33 @@ func (s *Store) LatestIndex() uint64 {
 	return s.MaxIndex(tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions)
 }
 
+// minLockDelayPrune is the lock-delay map size below which expired entries
+// are left for lookups to remove.
+const minLockDelayPrune = 64
+
 // recordLockDelay starts the lock-delay of key, ending at until.
+//
+// Entries are otherwise removed only when their key is looked up again, so
+// a stream of locks on distinct keys would grow the map without bound. When
+// the map reaches pruneAt, expired entries are dropped and pruneAt set to
+// twice the survivors: each prune scans at most twice the entries added
+// since the last one, so the cost stays O(1) per insert.
 func (s *Store) recordLockDelay(key string, until time.Time) {
 	s.lockMu.Lock()
 	defer s.lockMu.Unlock()
 	if cur, ok := s.lockDelay[key]; !ok || until.After(cur) {
 		s.lockDelay[key] = until
 	}
+	if len(s.lockDelay) < s.pruneAt {
+		return
+	}
+	now := s.now()
+	for k, end := range s.lockDelay {
+		if !now.Before(end) {
+			delete(s.lockDelay, k)
+		}
+	}
+	s.pruneAt = max(minLockDelayPrune, 2*len(s.lockDelay))
 }
 
 // KVSLockDelay returns when the lock-delay of key ends; the zero time means

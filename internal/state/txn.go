@@ -151,7 +151,7 @@ func (s *Store) txnKV(tx *memdb.Txn, idx uint64, op *structs.TxnKVOp) ([]*struct
 		if entry == nil {
 			return nil, fmt.Errorf("key %q doesn't exist", op.Key)
 		}
-		if entry.Session != op.Session {
+		if !sameSession(entry.Session, op.Session) {
 			return nil, fmt.Errorf("current session %q != %q", entry.Session, op.Session)
 		}
 	case KVCheckNotExists:
