@@ -356,12 +356,17 @@ func (a *Agent) RemoveCheck(id string) error {
 	a.mu.Lock()
 	if _, ok := a.checks[id]; !ok {
 		a.mu.Unlock()
-		return structs.NotFoundError{Reason: fmt.Sprintf("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)}
+		return unknownCheck(id)
 	}
 	a.dropCheckLocked(id)
 	a.mu.Unlock()
 	a.syncFailed(a.syncCheckLocked(id))
 	return nil
+}
+
+// unknownCheck is Consul's answer for a check ID the agent does not have.
+func unknownCheck(id string) error {
+	return structs.NotFoundError{Reason: fmt.Sprintf("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)}
 }
 
 // UpdateTTLCheck sets the status of a TTL check (agent/check/pass etc.).
@@ -370,7 +375,7 @@ func (a *Agent) UpdateTTLCheck(id, status, output string) error {
 	lc, ok := a.checks[id]
 	if !ok {
 		a.mu.Unlock()
-		return structs.NotFoundError{Reason: fmt.Sprintf("Unknown check ID %q. Ensure that the check ID is passed, not the check name.", id)}
+		return unknownCheck(id)
 	}
 	ttl, isTTL := lc.runner.(checks.TTLRunner)
 	a.mu.Unlock()

@@ -281,40 +281,39 @@ func (a *API) catalogNodeServices(w http.ResponseWriter, r *http.Request) (any, 
 // --- health ---
 
 func (a *API) healthNode(w http.ResponseWriter, r *http.Request) (any, error) {
-	if err := a.dcParam(r); err != nil {
-		return nil, err
-	}
 	node := r.PathValue("node")
-	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
-		return wrapChecks(rt.NodeChecks(ws, node))
+	return a.checksQuery(w, r, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, []*structs.HealthCheck, error) {
+		return rt.NodeChecks(ws, node)
 	})
 }
 
 func (a *API) healthChecks(w http.ResponseWriter, r *http.Request) (any, error) {
-	if err := a.dcParam(r); err != nil {
-		return nil, err
-	}
 	name := r.PathValue("name")
-	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
-		return wrapChecks(rt.ServiceChecks(ws, name))
+	return a.checksQuery(w, r, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, []*structs.HealthCheck, error) {
+		return rt.ServiceChecks(ws, name)
 	})
 }
 
 func (a *API) healthState(w http.ResponseWriter, r *http.Request) (any, error) {
-	if err := a.dcParam(r); err != nil {
-		return nil, err
-	}
 	st := r.PathValue("state")
 	if st != structs.HealthAny && !structs.ValidStatus(st) {
 		return nil, badRequest("Invalid check state: %q", st)
 	}
-	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
-		return wrapChecks(rt.ChecksInState(ws, st))
+	return a.checksQuery(w, r, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, []*structs.HealthCheck, error) {
+		return rt.ChecksInState(ws, st)
 	})
 }
 
-func wrapChecks(idx uint64, checks []*structs.HealthCheck, err error) (uint64, any, error) {
-	return idx, checks, err
+// checksQuery answers a blocking query whose result is a list of checks.
+func (a *API) checksQuery(w http.ResponseWriter, r *http.Request,
+	read func(memdb.WatchSet, *state.ReadTxn) (uint64, []*structs.HealthCheck, error)) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
+		idx, checks, err := read(ws, rt)
+		return idx, checks, err
+	})
 }
 
 func (a *API) healthService(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -5,6 +5,7 @@ package agentctl
 import (
 	"context"
 	"fmt"
+	"github.com/hashicorp/consul/api"
 	"io"
 
 	"github.com/trellis-mesh/trellis/internal/cli/cliflags"
@@ -19,27 +20,8 @@ Usage: trellis reload [options]
 
 // Reload runs `trellis reload`.
 func Reload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var h cliflags.HTTP
-	fs := cliflags.NewFlagSet("reload")
-	h.Flags(fs)
-	if code, ok := cliflags.Parse(fs, args, reloadHelp, stdout, stderr); !ok {
-		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
-		return 1
-	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	defer done()
-	if err := client.Agent().Reload(); err != nil {
-		return cliflags.Report(stderr, "Error reloading", err)
-	}
-	fmt.Fprintln(stdout, "Configuration reload triggered")
-	return 0
+	return run(ctx, args, stdout, stderr, "reload", reloadHelp, "Error reloading", "Configuration reload triggered",
+		func(a *api.Agent) error { return a.Reload() })
 }
 
 const leaveHelp = `
@@ -51,10 +33,17 @@ Usage: trellis leave [options]
 
 // Leave runs `trellis leave`.
 func Leave(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return run(ctx, args, stdout, stderr, "leave", leaveHelp, "Error leaving", "Graceful leave complete",
+		func(a *api.Agent) error { return a.Leave() })
+}
+
+// run is a command that takes no arguments and makes one agent call.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, name, help, failure, success string,
+	call func(*api.Agent) error) int {
 	var h cliflags.HTTP
-	fs := cliflags.NewFlagSet("leave")
+	fs := cliflags.NewFlagSet(name)
 	h.Flags(fs)
-	if code, ok := cliflags.Parse(fs, args, leaveHelp, stdout, stderr); !ok {
+	if code, ok := cliflags.Parse(fs, args, help, stdout, stderr); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -67,9 +56,9 @@ func Leave(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer done()
-	if err := client.Agent().Leave(); err != nil {
-		return cliflags.Report(stderr, "Error leaving", err)
+	if err := call(client.Agent()); err != nil {
+		return cliflags.Report(stderr, failure, err)
 	}
-	fmt.Fprintln(stdout, "Graceful leave complete")
+	fmt.Fprintln(stdout, success)
 	return 0
 }

@@ -165,7 +165,7 @@ func services(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	h.StaleFlag(fs)
 	tags := fs.Bool("tags", false, "Show each service's tags.")
 	node := fs.String("node", "", "Only list the services on this `node`.")
-	filter := fs.String("filter", "", "With -node, a filter `expression` on the node's service instances.")
+	filter := fs.String("filter", "", "A filter `expression` on the service instances.")
 	var meta cliflags.KeyValue
 	fs.Var(&meta, "node-meta", "Only list services on nodes with this `key=value` metadata. May be repeated.")
 	if code, ok := cliflags.Parse(fs, args, servicesHelp, stdout, stderr); !ok {
@@ -182,13 +182,9 @@ func services(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer done()
 	q := h.QueryOptions()
 	q.NodeMeta = meta.Map
-	if *filter != "" && *node == "" {
-		fmt.Fprintln(stderr, "Error: -filter is only supported with -node")
-		return 1
-	}
+	q.Filter = *filter
 	var byName map[string][]string
 	if *node != "" {
-		q.Filter = *filter
 		list, _, err := client.Catalog().NodeServiceList(*node, q)
 		if err != nil {
 			return cliflags.Report(stderr, "Error listing services for node", err)

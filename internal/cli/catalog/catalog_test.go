@@ -121,8 +121,11 @@ func TestServices(t *testing.T) {
 			}
 		})
 	}
-	if r := clitest.Run(t, Run, "services", "-http-addr", addr, "-filter", "x"); r.Code != 1 || !strings.Contains(r.Stderr, "only supported with -node") {
+	if r := clitest.Run(t, Run, "services", "-http-addr", addr, "-filter", `ServiceName == "db"`); r.Code != 0 || r.Stdout != "db\n" {
 		t.Errorf("-filter without -node: %+v", r)
+	}
+	if r := clitest.Run(t, Run, "services", "-http-addr", addr, "-filter", "=="); r.Code != 1 || !strings.Contains(r.Stderr, "boolean expression") {
+		t.Errorf("bad -filter: %+v", r)
 	}
 	r := clitest.Run(t, Run, "services", "-http-addr", addr, "-node", "no-such-node")
 	if r.Code != 0 || r.Stdout != "" || !strings.Contains(r.Stderr, "No services match") {
