@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -107,7 +108,10 @@ func (s *Server) setupRaft() error {
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: os.Stderr})
+	// raft logs through hclog; its lines go to the agent's logger, so that
+	// -log-json and the log destination apply to them too.
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error,
+		Output: slogWriter{s.logger}, DisableTime: true})
 
 	var (
 		logs   raft.LogStore
@@ -446,4 +450,16 @@ func ParseSessionTTL(ttl string) (time.Duration, error) {
 			d, time.Duration(structs.SessionTTLMin), time.Duration(structs.SessionTTLMax))
 	}
 	return d, nil
+}
+
+// slogWriter hands each line hclog writes to a slog logger.
+type slogWriter struct{ logger *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimSpace(string(p)), "\n") {
+		if line != "" {
+			w.logger.Error(line)
+		}
+	}
+	return len(p), nil
 }
