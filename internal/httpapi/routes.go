@@ -97,6 +97,9 @@ func (a *API) routes() {
 
 	// txn, status, event
 	a.handle("PUT", "/v1/txn", a.txn)
+	a.handle("GET", "/v1/snapshot", a.snapshotSave)
+	a.handle("PUT", "/v1/snapshot", a.snapshotRestore)
+	a.handle("GET", "/v1/operator/raft/configuration", a.operatorRaftConfiguration)
 	a.handle("GET", "/v1/status/leader", a.statusLeader)
 	a.handle("GET", "/v1/status/peers", a.statusPeers)
 	a.handle("PUT", "/v1/event/fire/{name...}", a.eventFire)

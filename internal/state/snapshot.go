@@ -77,18 +77,51 @@ func (snap *Snapshot) Persist(w io.Writer) error {
 }
 
 // Restore replaces the whole store with the snapshot read from r and wakes
-// every blocked reader.
+// every blocked reader. A snapshot that cannot be read changes nothing.
 func (s *Store) Restore(r io.Reader) error {
 	db := newDB()
 	tx := db.Txn(true)
+	err := readRecords(r, func(table string, obj any) error {
+		if err := tx.Insert(table, obj); err != nil {
+			return fmt.Errorf("state: restore %s: %w", table, err)
+		}
+		return nil
+	})
+	if err != nil {
+		tx.Abort()
+		return err
+	}
+	tx.Commit()
+	s.mu.Lock()
+	old := s.abandonCh
+	s.db = db
+	s.abandonCh = make(chan struct{})
+	s.mu.Unlock()
+	close(old)
+	return nil
+}
+
+// Inspect counts the records of each table in a snapshot, without
+// restoring it: `trellis snapshot inspect` prints them.
+func Inspect(r io.Reader) (map[string]int, error) {
+	counts := make(map[string]int)
+	err := readRecords(r, func(table string, _ any) error {
+		counts[table]++
+		return nil
+	})
+	return counts, err
+}
+
+// readRecords decodes a snapshot stream, handing each record to fn with
+// the table it belongs to.
+func readRecords(r io.Reader, fn func(table string, obj any) error) error {
 	dec := codec.NewDecoder(r, NewMsgpackHandle())
 	for {
 		var rec byte
 		if err := dec.Decode(&rec); err == io.EOF {
-			break
+			return nil
 		} else if err != nil {
-			tx.Abort()
-			return fmt.Errorf("state: restore: %w", err)
+			return fmt.Errorf("state: snapshot: %w", err)
 		}
 		var obj any
 		var table string
@@ -108,24 +141,13 @@ func (s *Store) Restore(r io.Reader) error {
 		case recIndex:
 			obj, table = &indexEntry{}, tableIndex
 		default:
-			tx.Abort()
-			return fmt.Errorf("state: restore: unknown record type %d", rec)
+			return fmt.Errorf("state: snapshot: unknown record type %d", rec)
 		}
 		if err := dec.Decode(obj); err != nil {
-			tx.Abort()
-			return fmt.Errorf("state: restore %s: %w", table, err)
+			return fmt.Errorf("state: snapshot %s: %w", table, err)
 		}
-		if err := tx.Insert(table, obj); err != nil {
-			tx.Abort()
-			return fmt.Errorf("state: restore %s: %w", table, err)
+		if err := fn(table, obj); err != nil {
+			return err
 		}
 	}
-	tx.Commit()
-	s.mu.Lock()
-	old := s.abandonCh
-	s.db = db
-	s.abandonCh = make(chan struct{})
-	s.mu.Unlock()
-	close(old)
-	return nil
 }
