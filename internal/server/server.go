@@ -39,6 +39,19 @@ type Config struct {
 	Logger   *slog.Logger
 	// TombstoneTTL is how long KV tombstones are kept; 0 means 15 minutes.
 	TombstoneTTL time.Duration
+
+	// Transport, when set, is used instead of the one New would build;
+	// the in-process test harness joins servers with raft's in-memory
+	// transports this way.
+	Transport raft.Transport
+	// Bootstrap lists the voters of a new cluster, this server among
+	// them. Empty means a cluster of this server alone. It is ignored
+	// when the data dir already holds raft state.
+	Bootstrap []raft.Server
+	// ElectionTimeout scales raft's timers (heartbeat and election
+	// timeouts; the leader lease is half of it). Zero means 100ms for a
+	// lone server, which has no one to wait for, and 1s otherwise.
+	ElectionTimeout time.Duration
 }
 
 // ErrNotLeader is returned for writes while this server has no
@@ -101,10 +114,17 @@ func New(cfg Config, store *state.Store) (*Server, error) {
 func (s *Server) setupRaft() error {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(s.cfg.NodeID)
-	// One voter: nothing to wait for, so elect quickly and commit eagerly.
-	rc.HeartbeatTimeout = 100 * time.Millisecond
-	rc.ElectionTimeout = 100 * time.Millisecond
-	rc.LeaderLeaseTimeout = 100 * time.Millisecond
+	timeout := s.cfg.ElectionTimeout
+	if timeout == 0 {
+		// A lone voter has no one to wait for: elect quickly.
+		timeout = 100 * time.Millisecond
+		if len(s.cfg.Bootstrap) > 1 {
+			timeout = time.Second
+		}
+	}
+	rc.HeartbeatTimeout = timeout
+	rc.ElectionTimeout = timeout
+	rc.LeaderLeaseTimeout = timeout / 2
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
@@ -132,12 +152,16 @@ func (s *Server) setupRaft() error {
 		// The address is only a name in memory, but it is what
 		// /v1/status/leader and /v1/status/peers report, and clients
 		// expect host:port there.
-		name := s.cfg.RaftAddr
-		if name == "" {
-			name = s.cfg.NodeID
+		if s.cfg.Transport != nil {
+			addr, s.trans = s.cfg.Transport.LocalAddr(), s.cfg.Transport
+		} else {
+			name := s.cfg.RaftAddr
+			if name == "" {
+				name = s.cfg.NodeID
+			}
+			a, t := raft.NewInmemTransport(raft.ServerAddress(name))
+			addr, s.trans = a, t
 		}
-		a, t := raft.NewInmemTransport(raft.ServerAddress(name))
-		addr, s.trans = a, t
 	} else {
 		dir := filepath.Join(s.cfg.DataDir, "raft")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -157,26 +181,33 @@ func (s *Server) setupRaft() error {
 		if err != nil {
 			return fmt.Errorf("server: snapshot store: %w", err)
 		}
-		bindAddr := s.cfg.RaftAddr
-		if bindAddr == "" {
-			bindAddr = "127.0.0.1:0"
+		if s.cfg.Transport != nil {
+			addr, s.trans = s.cfg.Transport.LocalAddr(), s.cfg.Transport
+		} else {
+			bindAddr := s.cfg.RaftAddr
+			if bindAddr == "" {
+				bindAddr = "127.0.0.1:0"
+			}
+			tcpAddr, err := net.ResolveTCPAddr("tcp", bindAddr)
+			if err != nil {
+				return fmt.Errorf("server: raft address %q: %w", bindAddr, err)
+			}
+			t, err := raft.NewTCPTransportWithLogger(bindAddr, tcpAddr, 3, 10*time.Second, rc.Logger)
+			if err != nil {
+				return fmt.Errorf("server: raft transport: %w", err)
+			}
+			addr, s.trans = t.LocalAddr(), t
 		}
-		tcpAddr, err := net.ResolveTCPAddr("tcp", bindAddr)
-		if err != nil {
-			return fmt.Errorf("server: raft address %q: %w", bindAddr, err)
-		}
-		t, err := raft.NewTCPTransportWithLogger(bindAddr, tcpAddr, 3, 10*time.Second, rc.Logger)
-		if err != nil {
-			return fmt.Errorf("server: raft transport: %w", err)
-		}
-		addr, s.trans = t.LocalAddr(), t
 	}
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return err
 	}
 	if !has {
-		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: addr}}}
+		conf := raft.Configuration{Servers: s.cfg.Bootstrap}
+		if len(conf.Servers) == 0 {
+			conf.Servers = []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: addr}}
+		}
 		if err := raft.BootstrapCluster(rc, logs, stable, snaps, s.trans, conf); err != nil {
 			return fmt.Errorf("server: bootstrap: %w", err)
 		}
