@@ -16,7 +16,9 @@ import (
 	"github.com/trellis-mesh/trellis/internal/cli/kv"
 	"github.com/trellis-mesh/trellis/internal/cli/lock"
 	"github.com/trellis-mesh/trellis/internal/cli/members"
+	"github.com/trellis-mesh/trellis/internal/cli/operator"
 	"github.com/trellis-mesh/trellis/internal/cli/services"
+	"github.com/trellis-mesh/trellis/internal/cli/snapshot"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
 
@@ -34,8 +36,10 @@ func commands() map[string]Command {
 		"leave":    agentctl.Leave,
 		"lock":     lock.Command(os.Stdin),
 		"members":  members.Run,
+		"operator": operator.Run,
 		"reload":   agentctl.Reload,
 		"services": services.Run,
+		"snapshot": snapshot.Run,
 		"version":  versionCommand,
 	}
 }

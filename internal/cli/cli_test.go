@@ -10,7 +10,7 @@ import (
 
 func TestCommandsRegistered(t *testing.T) {
 	cmds := commands()
-	for _, name := range []string{"agent", "version", "members", "catalog", "services", "kv", "lock", "reload", "leave"} {
+	for _, name := range []string{"agent", "version", "members", "catalog", "services", "kv", "lock", "reload", "leave", "snapshot", "operator"} {
 		if cmds[name] == nil {
 			t.Errorf("command %q not registered", name)
 		}

@@ -192,7 +192,11 @@ func (s *Server) setupRaft() error {
 			if err != nil {
 				return fmt.Errorf("server: raft address %q: %w", bindAddr, err)
 			}
-			t, err := raft.NewTCPTransportWithLogger(bindAddr, tcpAddr, 3, 10*time.Second, rc.Logger)
+			var advertise net.Addr = tcpAddr
+			if tcpAddr.Port == 0 {
+				advertise = nil // advertise the port the listener got
+			}
+			t, err := raft.NewTCPTransportWithLogger(bindAddr, advertise, 3, 10*time.Second, rc.Logger)
 			if err != nil {
 				return fmt.Errorf("server: raft transport: %w", err)
 			}

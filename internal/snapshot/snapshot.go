@@ -95,11 +95,13 @@ func (a *Archive) Close() error {
 // Read reads and verifies an archive: every file must be present once and
 // match its checksum. Errors say what is wrong with the archive.
 func Read(r io.Reader) (*Archive, error) {
-	gz, err := gzip.NewReader(r)
+	br := bufio.NewReader(r)
+	gz, err := gzip.NewReader(br)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: not a snapshot archive: %w", err)
 	}
 	defer gz.Close()
+	gz.Multistream(false) // one gzip member, then nothing
 	tmp, err := os.CreateTemp("", "trellis-snapshot-*.bin")
 	if err != nil {
 		return nil, err
@@ -145,6 +147,14 @@ func Read(r io.Reader) (*Archive, error) {
 			return nil, fmt.Errorf("snapshot: unexpected file %q in archive", hdr.Name)
 		}
 		got[hdr.Name] = hex.EncodeToString(h.Sum(nil))
+	}
+	// Read the gzip stream to its end, so that its CRC is checked, and
+	// refuse anything after it.
+	if _, err := io.Copy(io.Discard, gz); err != nil {
+		return nil, fmt.Errorf("snapshot: reading archive: %w", err)
+	}
+	if _, err := br.Peek(1); err != io.EOF {
+		return nil, fmt.Errorf("snapshot: unexpected data after the archive")
 	}
 	for _, name := range []string{metaName, stateName, sumsName} {
 		if _, ok := got[name]; !ok {

@@ -59,6 +59,8 @@ func TestReadRejectsDamage(t *testing.T) {
 		{"not gzip", "not a snapshot archive", []byte("hello")},
 		{"damaged state", "does not match", damaged.Bytes()},
 		{"truncated", "snapshot:", good[:len(good)/2]},
+		{"gzip trailer damaged", "snapshot:", flipLast(good)},
+		{"data after the archive", "after the archive", append(append([]byte{}, good...), "junk"...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,4 +74,11 @@ func TestReadRejectsDamage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// flipLast damages the gzip trailer (CRC and size), past the tar data.
+func flipLast(b []byte) []byte {
+	c := append([]byte{}, b...)
+	c[len(c)-5] ^= 0xff
+	return c
 }
