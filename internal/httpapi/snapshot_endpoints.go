@@ -45,3 +45,21 @@ func (a *API) operatorRaftConfiguration(w http.ResponseWriter, r *http.Request) 
 	a.setMeta(w, nil)
 	return a.deps.Server.Configuration()
 }
+
+func (a *API) operatorRaftRemovePeer(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	return nil, a.deps.Server.RemovePeer(q.Get("id"), q.Get("address"))
+}
+
+func (a *API) operatorRaftTransferLeader(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.dcParam(r); err != nil {
+		return nil, err
+	}
+	if err := a.deps.Server.TransferLeader(r.URL.Query().Get("id")); err != nil {
+		return nil, err
+	}
+	return map[string]bool{"Success": true}, nil
+}
