@@ -71,6 +71,7 @@ func TestListPeersErrors(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
+	raftVerbs := []string{"list-peers", "remove-peer", "transfer-leader"}
 	tests := []struct {
 		args     []string
 		code     int
@@ -79,10 +80,12 @@ func TestUsage(t *testing.T) {
 		toStdout bool
 	}{
 		{args: nil, code: 1, prefix: "Usage: trellis operator <subcommand>", verbs: []string{"raft"}},
-		{args: []string{"raft"}, code: 1, prefix: "Usage: trellis operator raft <subcommand>", verbs: []string{"list-peers"}},
-		{args: []string{"raft", "-h"}, code: 0, prefix: "Usage: trellis operator raft <subcommand>", verbs: []string{"list-peers"}, toStdout: true},
+		{args: []string{"raft"}, code: 1, prefix: "Usage: trellis operator raft <subcommand>", verbs: raftVerbs},
+		{args: []string{"raft", "-h"}, code: 0, prefix: "Usage: trellis operator raft <subcommand>", verbs: raftVerbs, toStdout: true},
 		{args: []string{"raft", "list-peers", "-h"}, code: 0, prefix: "Usage: trellis operator raft list-peers [options]", toStdout: true},
-		{args: []string{"raft", "remove-peer"}, code: 1, prefix: `trellis operator raft: unknown subcommand "remove-peer"`, verbs: []string{"list-peers"}},
+		{args: []string{"raft", "remove-peer", "-h"}, code: 0, prefix: "Usage: trellis operator raft remove-peer -id ID | -address IP:port [options]", toStdout: true},
+		{args: []string{"raft", "transfer-leader", "-h"}, code: 0, prefix: "Usage: trellis operator raft transfer-leader [-id ID] [options]", toStdout: true},
+		{args: []string{"raft", "add-peer"}, code: 1, prefix: `trellis operator raft: unknown subcommand "add-peer"`, verbs: raftVerbs},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(append([]string{"operator"}, tt.args...), " "), func(t *testing.T) {
