@@ -163,3 +163,25 @@ func TestLockSurvivesFailover(t *testing.T) {
 		t.Fatalf("lock after failover = %+v, want held by %s", e, s1)
 	}
 }
+
+// Consistent reads are served only by a leader that has applied what its
+// predecessors committed; followers refuse them.
+func TestConsistentReadsNeedAReadyLeader(t *testing.T) {
+	c := New(t, 3)
+	leader := c.Leader(t)
+	Eventually(t, 30e9, func() error { return leader.Server().VerifyLeader() })
+	for _, n := range c.Nodes {
+		if n != leader {
+			if err := n.Server().VerifyLeader(); !errors.Is(err, server.ErrNotLeader) {
+				t.Errorf("follower %s: VerifyLeader = %v, want ErrNotLeader", n.Name, err)
+			}
+		}
+	}
+	c.Partition(leader)
+	Eventually(t, 30e9, func() error {
+		if err := leader.Server().VerifyLeader(); err == nil {
+			return errors.New("a partitioned leader still confirms its leadership")
+		}
+		return nil
+	})
+}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -74,6 +75,10 @@ type Server struct {
 
 	closers []io.Closer
 	trans   raft.Transport
+
+	// readyForReads is true while this server leads and has applied
+	// everything committed before its term.
+	readyForReads atomic.Bool
 
 	sessionMu     sync.Mutex
 	sessionTimers map[string]*time.Timer // guarded by sessionMu; keyed by lower-cased session ID
@@ -236,11 +241,26 @@ func (s *Server) closeStores() {
 // Store returns the state store.
 func (s *Server) Store() *state.Store { return s.store }
 
-// WaitForLeader blocks until this server leads, or ctx ends.
+// WaitForLeader blocks until this server leads and is ready to serve
+// consistent reads, or ctx ends.
 func (s *Server) WaitForLeader(ctx context.Context) error {
 	for {
 		if s.raft.State() == raft.Leader {
-			return nil
+			// The leader loop is finishing its barrier: moments, at start.
+			for !s.readyForReads.Load() {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Millisecond):
+				}
+				if s.raft.State() != raft.Leader {
+					break
+				}
+			}
+			if s.readyForReads.Load() {
+				return nil
+			}
+			continue
 		}
 		obs := make(chan raft.Observation, 1)
 		o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
@@ -304,8 +324,15 @@ func (s *Server) VerifyLeader() error {
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		return ErrNotLeader
 	}
+	if !s.readyForReads.Load() {
+		return ErrNotReady
+	}
 	return nil
 }
+
+// ErrNotReady is returned for consistent reads on a new leader that has not
+// yet applied every entry its predecessors committed.
+var ErrNotReady = errors.New("Not ready to serve consistent reads")
 
 // Apply commits a command and returns what the FSM returned for it. An
 // error the FSM returned is returned as the error.
@@ -414,6 +441,10 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		return
 	}
 	s.initSessionTimers()
+	// Until the barrier above, a new leader's store may lack entries that
+	// an earlier leader acknowledged: consistent reads wait for it.
+	s.readyForReads.Store(true)
+	defer s.readyForReads.Store(false)
 	reap := time.NewTicker(s.cfg.TombstoneTTL / reapSamples)
 	defer reap.Stop()
 	var horizon tombstoneHorizon
