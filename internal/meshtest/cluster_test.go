@@ -185,3 +185,43 @@ func TestConsistentReadsNeedAReadyLeader(t *testing.T) {
 		return nil
 	})
 }
+
+// bootstrap_expect: servers started without a cluster form one when each
+// is bootstrapped with the same set; a server added later by the leader
+// becomes a voter and catches up.
+func TestBootstrapTogetherThenAddVoter(t *testing.T) {
+	c := NewUnbootstrapped(t, 3)
+	for _, n := range c.Nodes {
+		if n.Server().HasPeers() {
+			t.Fatalf("%s has a configuration before bootstrap", n.Name)
+		}
+	}
+	peers := c.Peers()
+	for _, n := range c.Nodes {
+		if err := n.Server().BootstrapCluster(peers); err != nil {
+			t.Fatalf("bootstrap %s: %v", n.Name, err)
+		}
+	}
+	leader := c.Leader(t)
+	put(t, leader, "k", "v")
+	// Bootstrapping again, as a restarted server would, is harmless.
+	if err := leader.Server().BootstrapCluster(peers); err != nil {
+		t.Errorf("second bootstrap: %v", err)
+	}
+
+	late := c.Add()
+	if err := leader.Server().AddVoter(server.Peer{ID: late.ID, Address: string(late.Addr)}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitApplied(t, leader.Store().LatestIndex())
+	if v := get(late, "k"); v != "v" {
+		t.Errorf("late server has k=%q, want v", v)
+	}
+	cfg, err := leader.Server().Configuration()
+	if err != nil || len(cfg.Servers) != 4 {
+		t.Fatalf("configuration = %+v, %v; want 4 voters", cfg, err)
+	}
+	if err := leader.Server().AddVoter(server.Peer{ID: late.ID, Address: string(late.Addr)}); err != nil {
+		t.Errorf("adding the same voter again: %v", err)
+	}
+}

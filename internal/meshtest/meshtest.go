@@ -69,31 +69,64 @@ type Cluster struct {
 // the goroutine check, with t.Cleanup.
 func New(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, cut: make(map[[2]raft.ServerAddress]bool), goStart: runtime.NumGoroutine()}
+	c := NewUnbootstrapped(t, 0)
 	var peers []raft.Server
-	for i := range n {
-		node := &Node{
-			Name: fmt.Sprintf("server-%d", i+1),
-			ID:   fmt.Sprintf("00000000-0000-0000-0000-%012d", i+1),
-			Addr: raft.ServerAddress(fmt.Sprintf("127.0.0.1:%d", 18300+i)), // a name only: nothing listens
-			dir:  t.TempDir(),
-		}
-		c.Nodes = append(c.Nodes, node)
+	for range n {
+		node := c.newNode()
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(node.ID), Address: node.Addr})
 	}
 	for _, node := range c.Nodes {
-		c.startNode(node, peers)
+		c.startNode(node, peers, false)
 	}
-	t.Cleanup(c.shutdown)
 	return c
 }
 
-func (c *Cluster) startNode(n *Node, peers []raft.Server) {
+// NewUnbootstrapped starts n servers that wait to be bootstrapped (as with
+// bootstrap_expect) or added to a cluster.
+func NewUnbootstrapped(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, cut: make(map[[2]raft.ServerAddress]bool), goStart: runtime.NumGoroutine()}
+	t.Cleanup(c.shutdown)
+	for range n {
+		c.startNode(c.newNode(), nil, true)
+	}
+	return c
+}
+
+// Add starts one more server that waits to be added to the cluster.
+func (c *Cluster) Add() *Node {
+	n := c.newNode()
+	c.startNode(n, nil, true)
+	return n
+}
+
+func (c *Cluster) newNode() *Node {
+	i := len(c.Nodes) + 1
+	n := &Node{
+		Name: fmt.Sprintf("server-%d", i),
+		ID:   fmt.Sprintf("00000000-0000-0000-0000-%012d", i),
+		Addr: raft.ServerAddress(fmt.Sprintf("127.0.0.1:%d", 18300+i)), // a name only: nothing listens
+		dir:  c.t.TempDir(),
+	}
+	c.Nodes = append(c.Nodes, n)
+	return n
+}
+
+// Peers lists every node as a raft peer.
+func (c *Cluster) Peers() []server.Peer {
+	var out []server.Peer
+	for _, n := range c.Nodes {
+		out = append(out, server.Peer{ID: n.ID, Address: string(n.Addr)})
+	}
+	return out
+}
+
+func (c *Cluster) startNode(n *Node, peers []raft.Server, noBootstrap bool) {
 	c.t.Helper()
 	_, trans := raft.NewInmemTransport(n.Addr)
 	s, err := server.New(server.Config{
 		NodeID: n.ID, NodeName: n.Name, DataDir: n.dir, Transport: trans,
-		Bootstrap: peers, ElectionTimeout: electionTimeout,
+		Bootstrap: peers, NoBootstrap: noBootstrap, ElectionTimeout: electionTimeout,
 	}, state.New())
 	if err != nil {
 		c.t.Fatalf("meshtest: start %s: %v", n.Name, err)
@@ -159,7 +192,7 @@ func (c *Cluster) Restart(n *Node) {
 	if n.Server() != nil {
 		c.t.Fatalf("meshtest: restart %s: it is running", n.Name)
 	}
-	c.startNode(n, nil)
+	c.startNode(n, nil, true)
 }
 
 // Partition cuts every link between the nodes in group and the others,

@@ -49,6 +49,10 @@ type Config struct {
 	// them. Empty means a cluster of this server alone. It is ignored
 	// when the data dir already holds raft state.
 	Bootstrap []raft.Server
+	// NoBootstrap starts raft without bootstrapping a new cluster: the
+	// server waits to be bootstrapped (BootstrapCluster, once
+	// bootstrap_expect servers are seen) or added by a leader.
+	NoBootstrap bool
 	// ElectionTimeout scales raft's timers (heartbeat and election
 	// timeouts; the leader lease is half of it). Zero means 100ms for a
 	// lone server, which has no one to wait for, and 1s otherwise.
@@ -80,6 +84,9 @@ type Server struct {
 	// everything committed before its term.
 	readyForReads atomic.Bool
 
+	leaderMu sync.Mutex
+	leaderCh chan struct{} // guarded by leaderMu: closed at the next leadership change
+
 	sessionMu     sync.Mutex
 	sessionTimers map[string]*time.Timer // guarded by sessionMu; keyed by lower-cased session ID
 	shutdown      bool                   // guarded by sessionMu; set when Shutdown begins
@@ -105,6 +112,7 @@ func New(cfg Config, store *state.Store) (*Server, error) {
 		store:         store,
 		fsm:           fsm.New(store, cfg.Logger.With("component", "fsm")),
 		sessionTimers: make(map[string]*time.Timer),
+		leaderCh:      make(chan struct{}),
 		shutdownCh:    make(chan struct{}),
 	}
 	if err := s.setupRaft(); err != nil {
@@ -212,7 +220,7 @@ func (s *Server) setupRaft() error {
 	if err != nil {
 		return err
 	}
-	if !has {
+	if !has && !s.cfg.NoBootstrap {
 		conf := raft.Configuration{Servers: s.cfg.Bootstrap}
 		if len(conf.Servers) == 0 {
 			conf.Servers = []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: addr}}
@@ -419,6 +427,7 @@ func (s *Server) monitorLeadership() {
 			return
 		case isLeader := <-s.raft.LeaderCh():
 			stop()
+			s.notifyLeadership()
 			if !isLeader {
 				s.stopSessionTimers()
 				continue
