@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/raft"
+	"github.com/trellis-mesh/trellis/internal/rpc"
 	"log/slog"
 	"net"
 	"net/http"
@@ -58,6 +60,14 @@ type Agent struct {
 	srv     *server.Server
 	api     *httpapi.API
 	metrics *metrics
+
+	// Cluster plumbing, for servers with a data dir: the server port's
+	// mux (raft and RPC), the RPC server for forwarded requests, and the
+	// client that forwards them.
+	mux        *rpc.Mux
+	rpcServer  *rpc.Server
+	rpcClient  *rpc.Client
+	serverPort int // the bound server port
 
 	httpServers []*http.Server
 	httpAddrs   []string
@@ -135,15 +145,24 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 		return nil, err
 	}
 	a.store = state.New()
-	raftAddr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.ServerPort))
-	if cfg.DataDir == "" {
-		raftAddr = net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(max(cfg.ServerPort, 0)))
+	a.serverPort = max(cfg.ServerPort, 0)
+	raftAddr := net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(a.serverPort))
+	var trans raft.Transport
+	if cfg.DataDir != "" {
+		// On disk, the server port carries raft and the internal RPC;
+		// dev mode keeps raft in memory, with no one to talk to.
+		if a.mux, err = a.startMux(); err != nil {
+			return nil, err
+		}
+		trans = a.mux.RaftTransport(3, 10*time.Second, raftTransportLogger())
+		a.rpcClient = rpc.NewClient(rpc.ClientConfig{})
 	}
 	a.srv, err = server.New(server.Config{
 		NodeID: a.nodeID, NodeName: a.nodeName, DataDir: cfg.DataDir,
-		RaftAddr: raftAddr, Logger: a.logger,
+		RaftAddr: raftAddr, Logger: a.logger, Transport: trans,
 	}, a.store)
 	if err != nil {
+		a.closeRPC()
 		return nil, err
 	}
 	a.metrics = newMetrics(a)
@@ -181,10 +200,15 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.SyncFull(); err != nil {
 		return fmt.Errorf("agent: first sync: %w", err)
 	}
-	a.api = httpapi.New(httpapi.Deps{
+	deps := httpapi.Deps{
 		Store: a.store, Server: a.srv, Agent: a, Datacenter: a.cfg.Datacenter,
 		NodeName: a.nodeName, Logger: a.logger, MaxKVSize: a.cfg.KVMaxValueSize,
-	})
+	}
+	if a.rpcClient != nil {
+		deps.Forwarder = forwarder{a.rpcClient}
+	}
+	a.api = httpapi.New(deps)
+	a.startRPCServer()
 	if err := a.startHTTP(); err != nil {
 		return err
 	}
@@ -299,8 +323,7 @@ func (a *Agent) registerSelf() error {
 		(req.Service == nil || (svc != nil && sameService(svc, req.Service))) {
 		return nil
 	}
-	_, err := a.srv.Apply(fsm.RegisterRequestType, req)
-	return err
+	return a.applyCatalog(fsm.RegisterRequestType, req)
 }
 
 // serverServiceID is the ID (and name) of the service every server
@@ -309,7 +332,7 @@ const serverServiceID = "consul"
 
 func (a *Agent) serverService() *structs.NodeService {
 	return &structs.NodeService{
-		ID: serverServiceID, Service: serverServiceID, Tags: []string{}, Port: max(a.cfg.ServerPort, 0),
+		ID: serverServiceID, Service: serverServiceID, Tags: []string{}, Port: a.serverPort,
 		Weights: structs.Weights{Passing: 1, Warning: 1},
 		Meta: map[string]string{
 			"non_voter": "false", "read_replica": "false", "raft_version": "3",
@@ -496,6 +519,9 @@ func (a *Agent) Close() error {
 		if a.dnsServer != nil {
 			a.dnsServer.Close()
 		}
+		if a.rpcServer != nil {
+			a.rpcServer.Stop() // forwarded requests finish like local ones
+		}
 		close(a.done)
 		a.mu.Lock()
 		a.closed = true
@@ -509,8 +535,19 @@ func (a *Agent) Close() error {
 		if a.srv != nil {
 			err = a.srv.Shutdown()
 		}
+		a.closeRPC()
 	})
 	return err
+}
+
+// closeRPC closes the server port and the RPC client, after raft.
+func (a *Agent) closeRPC() {
+	if a.rpcClient != nil {
+		a.rpcClient.Close()
+	}
+	if a.mux != nil {
+		a.mux.Close()
+	}
 }
 
 // FireEvent records a user event. Events are local to this agent until
@@ -540,7 +577,7 @@ func (a *Agent) member() structs.AgentMember {
 	return structs.AgentMember{
 		Name: a.nodeName, Addr: a.cfg.AdvertiseAddr, Port: uint16(max(a.cfg.SerfLANPort, 0)),
 		Tags: map[string]string{
-			"role": "consul", "dc": a.cfg.Datacenter, "id": a.nodeID, "port": strconv.Itoa(a.cfg.ServerPort),
+			"role": "consul", "dc": a.cfg.Datacenter, "id": a.nodeID, "port": strconv.Itoa(a.serverPort),
 			"build": version.Version, "vsn": "2", "vsn_min": "2", "vsn_max": "3", "segment": "",
 			"bootstrap": "1",
 		},

@@ -603,14 +603,12 @@ func (a *Agent) syncServiceLocked(id string) error {
 	}
 	a.mu.Unlock()
 	if !ok {
-		_, err := a.srv.Apply(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: a.nodeName, ServiceID: id})
-		return err
+		return a.applyCatalog(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: a.nodeName, ServiceID: id})
 	}
 	sort.Slice(hcs, func(i, j int) bool { return hcs[i].CheckID < hcs[j].CheckID })
-	_, err := a.srv.Apply(fsm.RegisterRequestType, &structs.RegisterRequest{
+	return a.applyCatalog(fsm.RegisterRequestType, &structs.RegisterRequest{
 		Node: a.nodeName, SkipNodeUpdate: true, Service: svc, Checks: hcs,
 	})
-	return err
 }
 
 // syncCheckLocked writes one local check to the catalog, or removes it.
@@ -623,13 +621,11 @@ func (a *Agent) syncCheckLocked(id string) error {
 	}
 	a.mu.Unlock()
 	if !ok {
-		_, err := a.srv.Apply(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: a.nodeName, CheckID: id})
-		return err
+		return a.applyCatalog(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: a.nodeName, CheckID: id})
 	}
-	_, err := a.srv.Apply(fsm.RegisterRequestType, &structs.RegisterRequest{
+	return a.applyCatalog(fsm.RegisterRequestType, &structs.RegisterRequest{
 		Node: a.nodeName, SkipNodeUpdate: true, Check: hc,
 	})
-	return err
 }
 
 // SyncFull is anti-entropy: it makes the catalog's view of this node equal

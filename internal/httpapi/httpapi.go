@@ -43,6 +43,9 @@ type Deps struct {
 	Logger     *slog.Logger
 	// MaxKVSize is the largest KV value accepted; 0 means structs.MaxKVSize.
 	MaxKVSize int
+	// Forwarder, when set, sends what a follower must not serve itself to
+	// the leader.
+	Forwarder Forwarder
 }
 
 // API is the /v1 HTTP handler.
@@ -68,6 +71,11 @@ func New(deps Deps) *API {
 
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.serveOrForward(w, r, http.HandlerFunc(a.serveLocal))
+}
+
+// serveLocal serves r from this agent's own state.
+func (a *API) serveLocal(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, kvPrefix) {
 		h, ok := a.kv[r.Method]
 		if !ok {
