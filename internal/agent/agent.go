@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/hashicorp/raft"
+	"github.com/trellis-mesh/trellis/internal/membership"
 	"github.com/trellis-mesh/trellis/internal/rpc"
 	"log/slog"
 	"net"
@@ -45,6 +46,12 @@ type Options struct {
 	// MinDeregisterAfter is the shortest deregister_critical_service_after
 	// honoured; default 1 minute, as Consul.
 	MinDeregisterAfter time.Duration
+	// GossipTiming, when set, replaces the LAN pool's timers (tests use
+	// membership.FastTiming to see failures within a second).
+	GossipTiming *membership.Timing
+	// ReconcileInterval is how often the leader reconciles the pool's
+	// members into the catalog besides on every change; default 30s.
+	ReconcileInterval time.Duration
 }
 
 // Agent is a running Trellis agent.
@@ -94,7 +101,9 @@ type Agent struct {
 	eventMu sync.Mutex
 	events  []*structs.UserEvent // guarded by eventMu; a ring of the latest
 	eventCh chan struct{}        // guarded by eventMu; closed at the next event
-	ltime   uint64               // guarded by eventMu
+
+	lan           *membership.Pool   // the datacenter's gossip pool
+	stopRetryJoin context.CancelFunc // ends retry-join, if it runs
 
 	leaveCh   chan struct{}
 	leaveOnce sync.Once
@@ -119,11 +128,11 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 	if opts.MinDeregisterAfter == 0 {
 		opts.MinDeregisterAfter = time.Minute
 	}
+	if opts.ReconcileInterval == 0 {
+		opts.ReconcileInterval = 30 * time.Second
+	}
 	if !cfg.Server {
 		return nil, fmt.Errorf("agent: client agents are not supported yet: run with -server or -dev")
-	}
-	if cfg.BootstrapExpect > 1 {
-		return nil, fmt.Errorf("agent: bootstrap_expect %d: clustering is not supported yet; use 1", cfg.BootstrapExpect)
 	}
 	a := &Agent{
 		cfg:        cfg,
@@ -160,6 +169,13 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 	a.srv, err = server.New(server.Config{
 		NodeID: a.nodeID, NodeName: a.nodeName, DataDir: cfg.DataDir,
 		RaftAddr: raftAddr, Logger: a.logger, Transport: trans,
+		// A server bootstraps alone only when told to (dev, -bootstrap,
+		// bootstrap_expect 1); otherwise it waits for bootstrap_expect
+		// peers or to be added to a cluster.
+		NoBootstrap: !cfg.Bootstrap && !cfg.DevMode,
+		// A lone server elects itself in moments; servers that may have
+		// peers use raft's usual second, which tolerates real networks.
+		ElectionTimeout: clusterElectionTimeout(cfg),
 	}, a.store)
 	if err != nil {
 		a.closeRPC()
@@ -174,16 +190,24 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 }
 
 func (a *Agent) start(ctx context.Context) error {
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := a.srv.WaitForLeader(wctx); err != nil {
-		return fmt.Errorf("agent: waiting for raft leadership: %w", err)
+	if err := a.startGossip(); err != nil {
+		return err
 	}
-	a.syncMu.Lock()
-	err := a.registerSelf()
-	a.syncMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("agent: registering node: %w", err)
+	standalone := a.cfg.DevMode || a.cfg.Bootstrap
+	if standalone {
+		// A lone server leads within moments: wait, so that the agent
+		// serves with its node registered.
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := a.srv.WaitForLeader(wctx); err != nil {
+			return fmt.Errorf("agent: waiting for raft leadership: %w", err)
+		}
+		a.syncMu.Lock()
+		err := a.registerSelf()
+		a.syncMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("agent: registering node: %w", err)
+		}
 	}
 	a.wg.Add(1)
 	go func() {
@@ -197,8 +221,10 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.loadPersisted(); err != nil {
 		return err
 	}
-	if err := a.SyncFull(); err != nil {
-		return fmt.Errorf("agent: first sync: %w", err)
+	if standalone {
+		if err := a.SyncFull(); err != nil {
+			return fmt.Errorf("agent: first sync: %w", err)
+		}
 	}
 	deps := httpapi.Deps{
 		Store: a.store, Server: a.srv, Agent: a, Datacenter: a.cfg.Datacenter,
@@ -216,7 +242,7 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.wg.Add(1)
-	go a.loop()
+	go a.loop(!standalone)
 	return nil
 }
 
@@ -270,11 +296,23 @@ func (a *Agent) startDNS() error {
 	return nil
 }
 
-// loop runs anti-entropy and the critical-service reaper until Close.
-func (a *Agent) loop() {
+// loop runs anti-entropy and the critical-service reaper until Close. When
+// the agent started before its cluster had a leader, the first full sync
+// is retried every half second until it succeeds.
+func (a *Agent) loop(unsynced bool) {
 	defer a.wg.Done()
 	sync := time.NewTicker(a.opts.SyncInterval)
 	defer sync.Stop()
+	for unsynced {
+		if err := a.SyncFull(); err == nil {
+			break
+		}
+		select {
+		case <-a.done:
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	reap := time.NewTicker(a.opts.ReapInterval)
 	defer reap.Stop()
 	for {
@@ -318,7 +356,11 @@ func (a *Agent) registerSelf() error {
 	c, _ := rt.Check(a.nodeName, structs.SerfCheckID)
 	svc, _ := rt.NodeService(a.nodeName, serverServiceID)
 	rt.Abort()
-	if n != nil && c != nil && c.Status == structs.HealthPassing && n.Address == addr && n.ID == a.nodeID &&
+	if c != nil {
+		// Once registered, serfHealth is the leader's, from gossip.
+		req.Check = nil
+	}
+	if n != nil && c != nil && n.Address == addr && n.ID == a.nodeID &&
 		mapsEqual(n.Meta, req.NodeMeta) && mapsEqual(n.TaggedAddresses, req.TaggedAddresses) &&
 		(req.Service == nil || (svc != nil && sameService(svc, req.Service))) {
 		return nil
@@ -522,7 +564,13 @@ func (a *Agent) Close() error {
 		if a.rpcServer != nil {
 			a.rpcServer.Stop() // forwarded requests finish like local ones
 		}
+		if a.stopRetryJoin != nil {
+			a.stopRetryJoin()
+		}
 		close(a.done)
+		if a.lan != nil {
+			a.lan.Shutdown()
+		}
 		a.mu.Lock()
 		a.closed = true
 		for _, lc := range a.checks {
@@ -540,6 +588,13 @@ func (a *Agent) Close() error {
 	return err
 }
 
+func clusterElectionTimeout(cfg *config.RuntimeConfig) time.Duration {
+	if cfg.DevMode || cfg.Bootstrap {
+		return 0 // the server's own default for a lone voter
+	}
+	return time.Second
+}
+
 // closeRPC closes the server port and the RPC client, after raft.
 func (a *Agent) closeRPC() {
 	if a.rpcClient != nil {
@@ -550,20 +605,29 @@ func (a *Agent) closeRPC() {
 	}
 }
 
-// FireEvent records a user event. Events are local to this agent until
-// gossip exists.
+// FireEvent sends a user event to every agent of the datacenter by gossip;
+// each records it, this one included, when gossip delivers it.
 func (a *Agent) FireEvent(ev *structs.UserEvent) error {
+	payload, err := encodeUserEvent(ev)
+	if err != nil {
+		return err
+	}
+	if err := a.lan.UserEvent(ev.Name, payload); err != nil {
+		return structs.BadRequestError{Reason: fmt.Sprintf("event %q: %v", ev.Name, err)}
+	}
+	return nil
+}
+
+// storeEvent records a received user event in the ring of recent ones.
+func (a *Agent) storeEvent(ev *structs.UserEvent) {
 	a.eventMu.Lock()
 	defer a.eventMu.Unlock()
-	a.ltime++
-	ev.LTime = a.ltime
 	a.events = append(a.events, ev)
 	if len(a.events) > 256 {
 		a.events = a.events[len(a.events)-256:]
 	}
 	close(a.eventCh)
 	a.eventCh = make(chan struct{})
-	return nil
 }
 
 // Events returns the recent events and a channel closed at the next one.
@@ -573,20 +637,23 @@ func (a *Agent) Events() ([]*structs.UserEvent, <-chan struct{}) {
 	return append([]*structs.UserEvent(nil), a.events...), a.eventCh
 }
 
-func (a *Agent) member() structs.AgentMember {
-	return structs.AgentMember{
-		Name: a.nodeName, Addr: a.cfg.AdvertiseAddr, Port: uint16(max(a.cfg.SerfLANPort, 0)),
-		Tags: map[string]string{
-			"role": "consul", "dc": a.cfg.Datacenter, "id": a.nodeID, "port": strconv.Itoa(a.serverPort),
-			"build": version.Version, "vsn": "2", "vsn_min": "2", "vsn_max": "3", "segment": "",
-			"bootstrap": "1",
-		},
-		Status: 1, ProtocolMin: 1, ProtocolMax: 5, ProtocolCur: 2, DelegateMin: 2, DelegateMax: 5, DelegateCur: 4,
+// Members lists the members of the LAN pool.
+func (a *Agent) Members() []structs.AgentMember {
+	members := a.lan.Members()
+	out := make([]structs.AgentMember, 0, len(members))
+	for _, m := range members {
+		out = append(out, toAgentMember(m))
 	}
+	return out
 }
 
-// Members lists the LAN members: only this agent until gossip exists.
-func (a *Agent) Members() []structs.AgentMember { return []structs.AgentMember{a.member()} }
+func toAgentMember(m membership.Member) structs.AgentMember {
+	return structs.AgentMember{
+		Name: m.Name, Addr: m.Addr, Port: m.Port, Tags: m.Tags, Status: int(m.Status),
+		ProtocolMin: m.ProtocolMin, ProtocolMax: m.ProtocolMax, ProtocolCur: m.ProtocolCur,
+		DelegateMin: m.DelegateMin, DelegateMax: m.DelegateMax, DelegateCur: m.DelegateCur,
+	}
+}
 
 // Self describes the agent, as /v1/agent/self.
 func (a *Agent) Self() map[string]any {
@@ -599,7 +666,7 @@ func (a *Agent) Self() map[string]any {
 		"Config":      cfg,
 		"DebugConfig": map[string]any{"DevMode": a.cfg.DevMode, "DataDir": a.cfg.DataDir, "ClientAddrs": a.cfg.ClientAddrs},
 		"Coord":       nil,
-		"Member":      a.member(),
+		"Member":      toAgentMember(a.lan.LocalMember()),
 		"Stats": map[string]any{
 			"raft":  a.srv.Stats(),
 			"agent": map[string]string{"checks": strconv.Itoa(len(a.Checks())), "services": strconv.Itoa(len(a.Services()))},

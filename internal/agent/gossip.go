@@ -1,0 +1,272 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/trellis-mesh/trellis/internal/state"
+	"net"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/fsm"
+	"github.com/trellis-mesh/trellis/internal/membership"
+	"github.com/trellis-mesh/trellis/internal/server"
+	"github.com/trellis-mesh/trellis/internal/structs"
+	"github.com/trellis-mesh/trellis/internal/version"
+)
+
+// Gossip tags, as Consul's agents set them.
+const (
+	tagRole    = "role"
+	roleServer = "consul"
+	roleClient = "node"
+	tagPort    = "port"
+	tagExpect  = "expect"
+)
+
+// serfCheckFailedOutput is the serfHealth output of a failed member.
+const serfCheckFailedOutput = "Agent not live or unreachable"
+
+// startGossip joins this agent to its datacenter's LAN pool.
+func (a *Agent) startGossip() error {
+	tags := map[string]string{
+		tagRole: roleClient, "build": version.Version, "vsn": "2", "vsn_min": "2", "vsn_max": "3", "segment": "",
+	}
+	if a.cfg.Server {
+		tags[tagRole] = roleServer
+		tags[tagPort] = strconv.Itoa(a.serverPort)
+		if a.cfg.BootstrapExpect > 1 {
+			tags[tagExpect] = strconv.Itoa(a.cfg.BootstrapExpect)
+		}
+		if a.cfg.Bootstrap {
+			tags["bootstrap"] = "1"
+		}
+	}
+	cfg := membership.Config{
+		NodeName: a.nodeName, NodeID: a.nodeID, Datacenter: a.cfg.Datacenter,
+		BindAddr: a.cfg.BindAddr, BindPort: max(a.cfg.SerfLANPort, 0), AdvertiseAddr: a.cfg.AdvertiseAddr,
+		Tags: tags, Logger: a.logger,
+	}
+	if a.opts.GossipTiming != nil {
+		cfg.Timing = *a.opts.GossipTiming
+	}
+	pool, err := membership.New(cfg)
+	if err != nil {
+		return fmt.Errorf("agent: gossip: %w", err)
+	}
+	a.lan = pool
+	if len(a.cfg.Join) > 0 {
+		if n, err := pool.Join(a.cfg.Join); n == 0 {
+			return fmt.Errorf("agent: join %v: %w", a.cfg.Join, err)
+		}
+	}
+	if len(a.cfg.RetryJoin) > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		a.stopRetryJoin = cancel
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			interval := a.cfg.RetryInterval
+			if interval == 0 {
+				interval = 30 * time.Second
+			}
+			if n, err := pool.RetryJoin(ctx, a.cfg.RetryJoin, interval); err != nil && ctx.Err() == nil {
+				a.logger.Warn("retry-join gave up", "error", err)
+			} else if n > 0 {
+				a.logger.Info("joined the cluster", "via", a.cfg.RetryJoin)
+			}
+		}()
+	}
+	events, cancel := pool.Subscribe()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer cancel()
+		a.runMembership(events)
+	}()
+	return nil
+}
+
+// runMembership handles gossip events: user events are recorded;
+// membership changes drive bootstrap and, on the leader, reconciliation.
+// A periodic pass repairs whatever an event missed.
+func (a *Agent) runMembership(events <-chan membership.Event) {
+	tick := time.NewTicker(a.opts.ReconcileInterval)
+	defer tick.Stop()
+	for {
+		leaderCh := a.srv.LeadershipChanged()
+		select {
+		case <-a.done:
+			return
+		case ev, ok := <-events:
+			if !ok {
+				select {
+				case <-a.lan.Done():
+					return
+				default:
+				}
+				// Dropped for falling behind: resubscribe, then reconcile.
+				var cancel func()
+				events, cancel = a.lan.Subscribe()
+				defer cancel()
+			} else if ev.Type == membership.EventUser {
+				a.recordEvent(ev)
+				continue
+			}
+		case <-leaderCh:
+		case <-tick.C:
+		}
+		a.maybeBootstrap()
+		if a.srv.IsLeader() {
+			if err := a.reconcileMembers(); err != nil {
+				a.logger.Warn("reconciling members", "error", err)
+			}
+		}
+	}
+}
+
+// maybeBootstrap starts the cluster once bootstrap_expect servers of this
+// datacenter, all expecting the same number, are alive in the pool.
+func (a *Agent) maybeBootstrap() {
+	if a.cfg.BootstrapExpect < 2 || a.srv.HasPeers() {
+		return
+	}
+	var peers []server.Peer
+	for _, m := range a.lan.Members() {
+		p, ok := serverPeer(m, a.cfg.Datacenter)
+		if !ok || m.Status != membership.StatusAlive {
+			continue
+		}
+		if m.Tags[tagExpect] != strconv.Itoa(a.cfg.BootstrapExpect) {
+			a.logger.Error("server expects a different bootstrap_expect: not bootstrapping", "member", m.Name, "expect", m.Tags[tagExpect])
+			return
+		}
+		peers = append(peers, p)
+	}
+	if len(peers) < a.cfg.BootstrapExpect {
+		return
+	}
+	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
+	a.logger.Info("bootstrapping the cluster", "servers", len(peers))
+	if err := a.srv.BootstrapCluster(peers); err != nil {
+		a.logger.Error("bootstrap failed", "error", err)
+	}
+}
+
+// serverPeer returns the raft peer of a server member of datacenter dc.
+func serverPeer(m membership.Member, dc string) (server.Peer, bool) {
+	if m.Tags[tagRole] != roleServer || m.Tags[membership.TagDatacenter] != dc || m.Tags[tagPort] == "" {
+		return server.Peer{}, false
+	}
+	return server.Peer{ID: m.Tags[membership.TagNodeID], Address: net.JoinHostPort(m.Addr, m.Tags[tagPort])}, true
+}
+
+// reconcileMembers makes the catalog follow the pool, on the leader: live
+// members' nodes have a passing serfHealth, failed ones a critical one,
+// and members that left or were reaped leave the catalog. New servers
+// become raft voters.
+func (a *Agent) reconcileMembers() error {
+	var errs error
+	known := make(map[string]bool)
+	for _, m := range a.lan.Members() {
+		if m.Tags[membership.TagDatacenter] != a.cfg.Datacenter {
+			continue
+		}
+		known[m.Name] = true
+		errs = errors.Join(errs, a.reconcileMember(m))
+	}
+	// Nodes with a serfHealth check belong to gossip: one no longer in
+	// the pool was reaped.
+	rt := a.store.Read()
+	_, checks, err := rt.ChecksInState(nil, structs.HealthAny)
+	rt.Abort()
+	if err != nil {
+		return errors.Join(errs, err)
+	}
+	for _, c := range checks {
+		if c.CheckID == structs.SerfCheckID && !known[c.Node] {
+			_, err := a.srv.Apply(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: c.Node})
+			errs = errors.Join(errs, err)
+		}
+	}
+	return errs
+}
+
+func (a *Agent) reconcileMember(m membership.Member) error {
+	if p, ok := serverPeer(m, a.cfg.Datacenter); ok && a.srv.HasPeers() {
+		switch m.Status {
+		case membership.StatusAlive:
+			if err := a.srv.AddVoter(p); err != nil {
+				return err
+			}
+		case membership.StatusLeft:
+			if p.ID != a.nodeID {
+				if err := a.srv.RemovePeer(p.ID, ""); err != nil && !structs.IsNotFound(err) {
+					return err
+				}
+			}
+		}
+	}
+	status, output := structs.HealthPassing, structs.SerfCheckAliveOutput
+	switch m.Status {
+	case membership.StatusAlive, membership.StatusLeaving:
+	case membership.StatusFailed:
+		status, output = structs.HealthCritical, serfCheckFailedOutput
+	case membership.StatusLeft:
+		_, err := a.srv.Apply(fsm.DeregisterRequestType, &structs.DeregisterRequest{Node: m.Name})
+		return err
+	default:
+		return nil
+	}
+	rt := a.store.Read()
+	_, n, _ := rt.Node(nil, m.Name)
+	c, _ := rt.Check(m.Name, structs.SerfCheckID)
+	rt.Abort()
+	if n != nil && n.Address == m.Addr && c != nil && c.Status == status {
+		return nil
+	}
+	req := &structs.RegisterRequest{
+		Datacenter: a.cfg.Datacenter, ID: m.Tags[membership.TagNodeID], Node: m.Name, Address: m.Addr,
+		Check: &structs.HealthCheck{Node: m.Name, CheckID: structs.SerfCheckID, Name: structs.SerfCheckName,
+			Status: status, Output: output},
+	}
+	if n != nil {
+		// Keep what the node's own agent registered (tagged addresses,
+		// meta); only the address and the health are gossip's.
+		req.TaggedAddresses, req.NodeMeta = n.TaggedAddresses, n.Meta
+	}
+	_, err := a.srv.Apply(fsm.RegisterRequestType, req)
+	return err
+}
+
+// recordEvent adds a user event received by gossip to the agent's list.
+func (a *Agent) recordEvent(ev membership.Event) {
+	ue, err := decodeUserEvent(ev.Payload)
+	if err != nil {
+		a.logger.Warn("dropping an undecodable user event", "name", ev.Name, "error", err)
+		return
+	}
+	ue.LTime = ev.LTime
+	a.storeEvent(ue)
+}
+
+// encodeUserEvent is the gossip payload of a user event: the event with
+// its filters, as every agent needs them.
+func encodeUserEvent(ev *structs.UserEvent) ([]byte, error) {
+	var buf []byte
+	if err := codec.NewEncoderBytes(&buf, state.NewMsgpackHandle()).Encode(ev); err != nil {
+		return nil, fmt.Errorf("agent: encode event: %w", err)
+	}
+	return buf, nil
+}
+
+func decodeUserEvent(b []byte) (*structs.UserEvent, error) {
+	var ev structs.UserEvent
+	if err := codec.NewDecoderBytes(b, state.NewMsgpackHandle()).Decode(&ev); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
