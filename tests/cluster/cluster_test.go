@@ -354,3 +354,47 @@ func TestKillLeaderUnderWrites(t *testing.T) {
 	leader.start(t, all)
 	eventually(t, 60*time.Second, func() error { return check(leader, &api.QueryOptions{AllowStale: true}) })
 }
+
+// When a member's agent dies, the leader turns its serfHealth critical, so
+// its services drop out of passing health results.
+func TestDeadMemberTurnsCritical(t *testing.T) {
+	all := startCluster(t, 3)
+	leader := waitLeader(t, all, nil)
+	var victim *member
+	for _, m := range all {
+		if m != leader {
+			victim = m
+			break
+		}
+	}
+	reg := &api.AgentServiceRegistration{Name: "web", ID: "web-" + victim.name, Port: 80,
+		Check: &api.AgentServiceCheck{TTL: "10m", Status: api.HealthPassing}}
+	if err := victim.client(t).Agent().ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	c := leader.client(t)
+	eventually(t, 30*time.Second, func() error {
+		entries, _, err := c.Health().Service("web", "", true, nil)
+		if err != nil || len(entries) != 1 {
+			return fmt.Errorf("passing web instances = %d (%v), want 1", len(entries), err)
+		}
+		return nil
+	})
+	victim.kill()
+	eventually(t, 60*time.Second, func() error {
+		checks, _, err := c.Health().Node(victim.name, nil)
+		if err != nil {
+			return err
+		}
+		for _, ch := range checks {
+			if ch.CheckID == "serfHealth" && ch.Status == api.HealthCritical {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s's serfHealth is not critical yet: %+v", victim.name, checks)
+	})
+	entries, _, err := c.Health().Service("web", "", true, nil)
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("passing web instances after its node died = %d (%v), want 0", len(entries), err)
+	}
+}
