@@ -270,3 +270,25 @@ func decodeUserEvent(b []byte) (*structs.UserEvent, error) {
 	}
 	return &ev, nil
 }
+
+// Join joins the LAN pool through addrs. The WAN pool does not exist yet.
+func (a *Agent) Join(addrs []string, wan bool) (int, error) {
+	if wan {
+		return 0, structs.BadRequestError{Reason: "joining the WAN pool is not supported yet"}
+	}
+	n, err := a.lan.Join(addrs)
+	if n == 0 {
+		return 0, fmt.Errorf("agent: join %v: %w", addrs, err)
+	}
+	return n, nil
+}
+
+// ForceLeave marks a failed member as left, as `consul force-leave` does;
+// with prune it is also forgotten at once.
+func (a *Agent) ForceLeave(node string, prune bool) error {
+	err := a.lan.ForceLeave(node, prune)
+	if errors.Is(err, membership.ErrUnknownMember) {
+		return structs.NotFoundError{Reason: fmt.Sprintf("agent: No node found with name '%s'", node)}
+	}
+	return err
+}

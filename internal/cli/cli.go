@@ -30,17 +30,19 @@ type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // that read it here, so that tests can pass their own.
 func commands() map[string]Command {
 	return map[string]Command{
-		"agent":    agent.Command,
-		"catalog":  catalog.Run,
-		"kv":       kv.Command(os.Stdin),
-		"leave":    agentctl.Leave,
-		"lock":     lock.Command(os.Stdin),
-		"members":  members.Run,
-		"operator": operator.Run,
-		"reload":   agentctl.Reload,
-		"services": services.Run,
-		"snapshot": snapshot.Run,
-		"version":  versionCommand,
+		"agent":       agent.Command,
+		"catalog":     catalog.Run,
+		"kv":          kv.Command(os.Stdin),
+		"leave":       agentctl.Leave,
+		"join":        agentctl.Join,
+		"force-leave": agentctl.ForceLeave,
+		"lock":        lock.Command(os.Stdin),
+		"members":     members.Run,
+		"operator":    operator.Run,
+		"reload":      agentctl.Reload,
+		"services":    services.Run,
+		"snapshot":    snapshot.Run,
+		"version":     versionCommand,
 	}
 }
 

@@ -278,6 +278,23 @@ func (a *API) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
 	return nil, a.deps.Agent.Leave()
 }
 
+func (a *API) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
+	addr := r.PathValue("addr")
+	if addr == "" {
+		return nil, badRequest("Missing address to join")
+	}
+	_, err := a.deps.Agent.Join([]string{addr}, r.URL.Query().Has("wan"))
+	return nil, err
+}
+
+func (a *API) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	node := r.PathValue("node")
+	if node == "" {
+		return nil, badRequest("Missing node name")
+	}
+	return nil, a.deps.Agent.ForceLeave(node, r.URL.Query().Has("prune"))
+}
+
 func (a *API) agentVersion(w http.ResponseWriter, r *http.Request) (any, error) {
 	return map[string]any{
 		"SHA":               "",

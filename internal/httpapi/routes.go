@@ -26,6 +26,11 @@ type Agent interface {
 	NodeMaintenance(enable bool, reason string) error
 	Reload() error
 	Leave() error
+	// Join asks the agent to join the pool through addrs; it returns how
+	// many it reached.
+	Join(addrs []string, wan bool) (int, error)
+	// ForceLeave marks a failed member as left; prune also forgets it.
+	ForceLeave(node string, prune bool) error
 	FireEvent(ev *structs.UserEvent) error
 	// Events returns the events the agent has seen, oldest first, and a
 	// channel closed at the next event.
@@ -60,6 +65,8 @@ func (a *API) routes() {
 	a.handle("PUT", "/v1/agent/maintenance", a.agentMaintenance)
 	a.handle("PUT", "/v1/agent/reload", a.agentReload)
 	a.handle("PUT", "/v1/agent/leave", a.agentLeave)
+	a.handle("PUT", "/v1/agent/join/{addr...}", a.agentJoin)
+	a.handle("PUT", "/v1/agent/force-leave/{node...}", a.agentForceLeave)
 	a.handle("GET", "/v1/agent/version", a.agentVersion)
 	a.handle("GET", "/v1/agent/metrics", a.agentMetrics)
 
