@@ -131,9 +131,6 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 	if opts.ReconcileInterval == 0 {
 		opts.ReconcileInterval = 30 * time.Second
 	}
-	if !cfg.Server {
-		return nil, fmt.Errorf("agent: client agents are not supported yet: run with -server or -dev")
-	}
 	a := &Agent{
 		cfg:        cfg,
 		opts:       opts,
@@ -153,33 +150,14 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 	if a.nodeID, err = a.loadNodeID(); err != nil {
 		return nil, err
 	}
-	a.store = state.New()
-	a.serverPort = max(cfg.ServerPort, 0)
-	raftAddr := net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(a.serverPort))
-	var trans raft.Transport
-	if cfg.DataDir != "" {
-		// On disk, the server port carries raft and the internal RPC;
-		// dev mode keeps raft in memory, with no one to talk to.
-		if a.mux, err = a.startMux(); err != nil {
+	if cfg.Server {
+		if err := a.startServer(); err != nil {
 			return nil, err
 		}
-		trans = a.mux.RaftTransport(3, 10*time.Second, raftTransportLogger())
+	} else {
+		// A client agent keeps no raft state: it reaches the catalog
+		// through the servers.
 		a.rpcClient = rpc.NewClient(rpc.ClientConfig{})
-	}
-	a.srv, err = server.New(server.Config{
-		NodeID: a.nodeID, NodeName: a.nodeName, DataDir: cfg.DataDir,
-		RaftAddr: raftAddr, Logger: a.logger, Transport: trans,
-		// A server bootstraps alone only when told to (dev, -bootstrap,
-		// bootstrap_expect 1); otherwise it waits for bootstrap_expect
-		// peers or to be added to a cluster.
-		NoBootstrap: !cfg.Bootstrap && !cfg.DevMode,
-		// A lone server elects itself in moments; servers that may have
-		// peers use raft's usual second, which tolerates real networks.
-		ElectionTimeout: clusterElectionTimeout(cfg),
-	}, a.store)
-	if err != nil {
-		a.closeRPC()
-		return nil, err
 	}
 	a.metrics = newMetrics(a)
 	if err := a.start(ctx); err != nil {
@@ -193,7 +171,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.startGossip(); err != nil {
 		return err
 	}
-	standalone := a.cfg.DevMode || a.cfg.Bootstrap
+	standalone := a.cfg.Server && (a.cfg.DevMode || a.cfg.Bootstrap)
 	if standalone {
 		// A lone server leads within moments: wait, so that the agent
 		// serves with its node registered.
@@ -232,6 +210,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	if a.rpcClient != nil {
 		deps.Forwarder = forwarder{a.rpcClient}
+		deps.Servers = a.serverAddrs
 	}
 	a.api = httpapi.New(deps)
 	a.startRPCServer()
@@ -282,7 +261,7 @@ func (a *Agent) startDNS() error {
 		OnlyPassing: d.OnlyPassing, UDPAnswerLimit: d.UDPAnswerLimit,
 		EnableTruncate: d.EnableTruncate, Recursors: d.Recursors,
 		RecursorTimeout: d.RecursorTimeout, Logger: a.logger,
-	}, newDNSCatalog(a.store))
+	}, a.dnsCatalog())
 	if err != nil {
 		return fmt.Errorf("agent: DNS: %w", err)
 	}
@@ -351,11 +330,22 @@ func (a *Agent) registerSelf() error {
 		// that look for the servers expect.
 		req.Service = a.serverService()
 	}
-	rt := a.store.Read()
-	_, n, _ := rt.Node(nil, a.nodeName)
-	c, _ := rt.Check(a.nodeName, structs.SerfCheckID)
-	svc, _ := rt.NodeService(a.nodeName, serverServiceID)
-	rt.Abort()
+	n, svcs, checks, err := a.catalogNode()
+	if err != nil {
+		return err
+	}
+	var c *structs.HealthCheck
+	for _, ch := range checks {
+		if ch.CheckID == structs.SerfCheckID {
+			c = ch
+		}
+	}
+	var svc *structs.NodeService
+	for _, s := range svcs {
+		if s.ID == serverServiceID {
+			svc = s
+		}
+	}
 	if c != nil {
 		// Once registered, serfHealth is the leader's, from gossip.
 		req.Check = nil
@@ -595,6 +585,58 @@ func clusterElectionTimeout(cfg *config.RuntimeConfig) time.Duration {
 	return time.Second
 }
 
+// startServer starts the raft server and its state store.
+func (a *Agent) startServer() error {
+	cfg := a.cfg
+	a.store = state.New()
+	a.serverPort = max(cfg.ServerPort, 0)
+	raftAddr := net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(a.serverPort))
+	var trans raft.Transport
+	if cfg.DataDir != "" {
+		// On disk, the server port carries raft and the internal RPC;
+		// dev mode keeps raft in memory, with no one to talk to.
+		var err error
+		if a.mux, err = a.startMux(); err != nil {
+			return err
+		}
+		trans = a.mux.RaftTransport(3, 10*time.Second, raftTransportLogger())
+		a.rpcClient = rpc.NewClient(rpc.ClientConfig{})
+	}
+	srv, err := server.New(server.Config{
+		NodeID: a.nodeID, NodeName: a.nodeName, DataDir: cfg.DataDir,
+		RaftAddr: raftAddr, Logger: a.logger, Transport: trans,
+		// A server bootstraps alone only when told to (dev, -bootstrap,
+		// bootstrap_expect 1); otherwise it waits for bootstrap_expect
+		// peers or to be added to a cluster.
+		NoBootstrap: !cfg.Bootstrap && !cfg.DevMode,
+		// A lone server elects itself in moments; servers that may have
+		// peers use raft's usual second, which tolerates real networks.
+		ElectionTimeout: clusterElectionTimeout(cfg),
+	}, a.store)
+	if err != nil {
+		a.closeRPC()
+		return err
+	}
+	a.srv = srv
+	return nil
+}
+
+// dnsCatalog is what DNS reads: the store on a server, the servers on a
+// client agent.
+func (a *Agent) dnsCatalog() dns.Catalog {
+	if a.store == nil {
+		return remoteDNSCatalog{a}
+	}
+	return newDNSCatalog(a.store)
+}
+
+func (a *Agent) raftStats() map[string]string {
+	if a.srv == nil {
+		return map[string]string{}
+	}
+	return a.srv.Stats()
+}
+
 // closeRPC closes the server port and the RPC client, after raft.
 func (a *Agent) closeRPC() {
 	if a.rpcClient != nil {
@@ -615,13 +657,28 @@ func (a *Agent) FireEvent(ev *structs.UserEvent) error {
 	if err := a.lan.UserEvent(ev.Name, payload); err != nil {
 		return structs.BadRequestError{Reason: fmt.Sprintf("event %q: %v", ev.Name, err)}
 	}
+	// Record it here at once, so that a list right after the fire has it;
+	// gossip's own delivery then only adds the Lamport time.
+	a.storeEvent(ev)
 	return nil
 }
 
-// storeEvent records a received user event in the ring of recent ones.
+// storeEvent records a user event in the ring of recent ones; an event
+// already there (by ID) only has its LTime filled in.
 func (a *Agent) storeEvent(ev *structs.UserEvent) {
 	a.eventMu.Lock()
 	defer a.eventMu.Unlock()
+	for i, e := range a.events {
+		if e.ID == ev.ID {
+			if e.LTime == 0 {
+				// Readers may hold e: replace it, never change it.
+				c := *e
+				c.LTime = ev.LTime
+				a.events[i] = &c
+			}
+			return
+		}
+	}
 	a.events = append(a.events, ev)
 	if len(a.events) > 256 {
 		a.events = a.events[len(a.events)-256:]
@@ -668,7 +725,7 @@ func (a *Agent) Self() map[string]any {
 		"Coord":       nil,
 		"Member":      toAgentMember(a.lan.LocalMember()),
 		"Stats": map[string]any{
-			"raft":  a.srv.Stats(),
+			"raft":  a.raftStats(),
 			"agent": map[string]string{"checks": strconv.Itoa(len(a.Checks())), "services": strconv.Itoa(len(a.Services()))},
 		},
 		"Meta": a.nodeMeta(),

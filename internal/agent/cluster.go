@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -52,26 +53,43 @@ func (a *Agent) startRPCServer() {
 	}()
 }
 
-// forwarder sends API requests to another server over the internal RPC.
+// forwarder sends API requests to servers over the internal RPC.
 type forwarder struct{ client *rpc.Client }
 
-// Forward implements httpapi.Forwarder.
-func (f forwarder) Forward(w http.ResponseWriter, r *http.Request, addr string) error {
+// Forward implements httpapi.Forwarder: it tries each address until one
+// answers. A server that answered with an error is not retried elsewhere.
+func (f forwarder) Forward(w http.ResponseWriter, r *http.Request, addrs []string, final bool) error {
 	req, err := rpc.RequestFromHTTP(r, rpc.MaxBodyBytes)
 	if err != nil {
 		return structs.BadRequestError{Reason: err.Error()}
 	}
-	req.Header[httpapi.ForwardedHeader] = []string{"1"}
-	resp, err := f.client.ForwardHTTP(r.Context(), addr, req)
-	if err != nil {
-		return fmt.Errorf("rpc error forwarding to %s: %w", addr, err)
+	if final {
+		req.Header[httpapi.ForwardedHeader] = []string{"1"}
 	}
-	return resp.Write(w)
+	var errs error
+	for _, addr := range addrs {
+		resp, err := f.client.ForwardHTTP(r.Context(), addr, req)
+		if err == nil {
+			return resp.Write(w)
+		}
+		errs = errors.Join(errs, fmt.Errorf("rpc error forwarding to %s: %w", addr, err))
+		if r.Context().Err() != nil || !rpc.Unreachable(err) {
+			break
+		}
+	}
+	return errs
 }
 
 // applyCatalog writes a catalog change for this agent: through raft here
 // when this server leads, else through the leader's API over the RPC.
 func (a *Agent) applyCatalog(t fsm.MessageType, msg any) error {
+	if a.srv == nil {
+		path := "/v1/catalog/register"
+		if t == fsm.DeregisterRequestType {
+			path = "/v1/catalog/deregister"
+		}
+		return a.remoteJSON(http.MethodPut, path, nil, msg, nil)
+	}
 	if a.srv.IsLeader() || a.rpcClient == nil {
 		_, err := a.srv.Apply(t, msg)
 		return err

@@ -97,7 +97,10 @@ func (a *Agent) runMembership(events <-chan membership.Event) {
 	tick := time.NewTicker(a.opts.ReconcileInterval)
 	defer tick.Stop()
 	for {
-		leaderCh := a.srv.LeadershipChanged()
+		var leaderCh <-chan struct{}
+		if a.srv != nil {
+			leaderCh = a.srv.LeadershipChanged()
+		}
 		select {
 		case <-a.done:
 			return
@@ -118,6 +121,9 @@ func (a *Agent) runMembership(events <-chan membership.Event) {
 			}
 		case <-leaderCh:
 		case <-tick.C:
+		}
+		if a.srv == nil {
+			continue // a client agent has no cluster duties
 		}
 		a.maybeBootstrap()
 		if a.srv.IsLeader() {

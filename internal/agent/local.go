@@ -643,14 +643,7 @@ func (a *Agent) syncFullLocked() error {
 	if err := a.registerSelf(); err != nil {
 		return err
 	}
-	rt := a.store.Read()
-	_, _, catSvcs, err := rt.NodeServices(nil, a.nodeName)
-	if err != nil {
-		rt.Abort()
-		return err
-	}
-	_, catChecks, err := rt.NodeChecks(nil, a.nodeName)
-	rt.Abort()
+	_, catSvcs, catChecks, err := a.catalogNode()
 	if err != nil {
 		return err
 	}

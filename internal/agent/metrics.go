@@ -49,16 +49,19 @@ func newMetrics(a *Agent) *metrics {
 			return float64(len(a.checks))
 		}),
 		count("trellis_raft_leader", "1 when this server leads its raft group.", func() float64 {
-			if a.srv.IsLeader() {
+			if a.srv != nil && a.srv.IsLeader() {
 				return 1
 			}
 			return 0
 		}),
 		count("trellis_raft_applied_index", "The last raft index applied to the state store.", func() float64 {
-			v, _ := strconv.ParseFloat(a.srv.Stats()["applied_index"], 64)
+			v, _ := strconv.ParseFloat(a.raftStats()["applied_index"], 64)
 			return v
 		}),
 		count("trellis_state_latest_index", "The highest index in the state store.", func() float64 {
+			if a.store == nil {
+				return 0
+			}
 			return float64(a.store.LatestIndex())
 		}),
 	)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -9,10 +10,19 @@ import (
 
 // Forwarder sends an API request to another server and writes that
 // server's answer: to the leader, for writes and default reads on a
-// follower. The agent implements it over its internal RPC.
+// follower; to any server, for everything a client agent does not serve
+// itself. The agent implements it over its internal RPC.
 type Forwarder interface {
-	Forward(w http.ResponseWriter, r *http.Request, addr string) error
+	// Forward tries addrs in order, moving on only when a server could
+	// not be reached. final marks the request so that the server that
+	// gets it serves it itself.
+	Forward(w http.ResponseWriter, r *http.Request, addrs []string, final bool) error
 }
+
+// OriginNodeHeader names the agent a request was first sent to, so that
+// defaults that depend on it (a session's node) stay that agent's when a
+// server serves the request.
+const OriginNodeHeader = "X-Trellis-Origin-Node"
 
 // ForwardedHeader marks a request that one server forwarded to another: it
 // is served where it lands and never forwarded again, so a leadership
@@ -20,49 +30,67 @@ type Forwarder interface {
 const ForwardedHeader = "X-Trellis-Forwarded"
 
 // localPrefixes are served by the agent that receives them, whatever its
-// role: they are about that agent.
-var localPrefixes = []string{"/v1/agent/", "/v1/event/", "/v1/status/"}
+// role: they are about that agent. A client agent has no raft state, so it
+// forwards /v1/status/ too.
+var localPrefixes = []string{"/v1/agent/", "/v1/event/"}
 
-// forwardTarget says where r must be served: here (""), or at the leader's
-// address. Writes and default-consistency reads go to the leader; ?stale
-// reads are served by any server. With no known leader, a request that
-// needs one fails with ErrNotLeader ("No cluster leader").
-func (a *API) forwardTarget(r *http.Request) (string, error) {
-	srv := a.deps.Server
-	if a.deps.Forwarder == nil || srv == nil || r.Header.Get(ForwardedHeader) != "" {
-		return "", nil
+// forwardTarget says where r must be served: here (nil), at the leader,
+// or, on a client agent, at any server (final is false then, so that a
+// follower passes writes on). Writes and default-consistency reads go to
+// the leader; ?stale reads are served by any server. With no known
+// leader, a request that needs one fails with ErrNotLeader ("No cluster
+// leader").
+func (a *API) forwardTarget(r *http.Request) (addrs []string, final bool, err error) {
+	if a.deps.Forwarder == nil || r.Header.Get(ForwardedHeader) != "" {
+		return nil, false, nil
 	}
 	for _, p := range localPrefixes {
 		if strings.HasPrefix(r.URL.Path, p) {
-			return "", nil
+			return nil, false, nil
 		}
 	}
-	if srv.IsLeader() {
-		return "", nil
+	srv := a.deps.Server
+	if srv == nil {
+		servers := a.deps.Servers()
+		if len(servers) == 0 {
+			return nil, false, errNoServers
+		}
+		return servers, false, nil
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/status/") || srv.IsLeader() {
+		return nil, false, nil
 	}
 	if r.Method == http.MethodGet && r.URL.Query().Has("stale") {
-		return "", nil
+		return nil, false, nil
 	}
 	leader := srv.Leader()
 	if leader == "" {
-		return "", server.ErrNotLeader
+		return nil, false, server.ErrNotLeader
 	}
-	return leader, nil
+	return []string{leader}, true, nil
 }
 
-// serveOrForward serves r here or at the leader.
+// errNoServers is a client agent's answer when it knows no live server.
+var errNoServers = errors.New("No known Consul servers")
+
+// serveOrForward serves r here or where forwardTarget says.
 func (a *API) serveOrForward(w http.ResponseWriter, r *http.Request, local http.Handler) {
-	addr, err := a.forwardTarget(r)
+	addrs, final, err := a.forwardTarget(r)
 	if err != nil {
-		a.setMeta(w, nil)
+		if a.deps.Server != nil {
+			a.setMeta(w, nil)
+		}
 		writeError(w, err)
 		return
 	}
-	if addr == "" {
+	if addrs == nil {
 		local.ServeHTTP(w, r)
 		return
 	}
-	if err := a.deps.Forwarder.Forward(w, r, addr); err != nil {
+	if a.deps.Server == nil && r.Header.Get(OriginNodeHeader) == "" {
+		r.Header.Set(OriginNodeHeader, a.deps.NodeName)
+	}
+	if err := a.deps.Forwarder.Forward(w, r, addrs, final); err != nil {
 		writeError(w, err)
 	}
 }

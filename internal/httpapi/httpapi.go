@@ -44,8 +44,11 @@ type Deps struct {
 	// MaxKVSize is the largest KV value accepted; 0 means structs.MaxKVSize.
 	MaxKVSize int
 	// Forwarder, when set, sends what a follower must not serve itself to
-	// the leader.
+	// the leader, and what a client agent cannot serve to a server.
 	Forwarder Forwarder
+	// Servers lists the RPC addresses of live servers; a client agent
+	// (Server nil) forwards to them.
+	Servers func() []string
 }
 
 // API is the /v1 HTTP handler.
@@ -290,9 +293,10 @@ func setIndex(w http.ResponseWriter, idx uint64) {
 
 func (a *API) setMeta(w http.ResponseWriter, o *queryOpts) {
 	h := w.Header()
-	known := a.deps.Server.Leader() != ""
-	h.Set("X-Consul-KnownLeader", strconv.FormatBool(known))
-	h.Set("X-Consul-LastContact", strconv.FormatInt(a.deps.Server.LastContact().Milliseconds(), 10))
+	if srv := a.deps.Server; srv != nil {
+		h.Set("X-Consul-KnownLeader", strconv.FormatBool(srv.Leader() != ""))
+		h.Set("X-Consul-LastContact", strconv.FormatInt(srv.LastContact().Milliseconds(), 10))
+	}
 	switch {
 	case o != nil && o.stale:
 		h.Set("X-Consul-Effective-Consistency", "stale")

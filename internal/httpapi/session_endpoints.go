@@ -46,6 +46,9 @@ func (a *API) sessionCreate(w http.ResponseWriter, r *http.Request) (any, error)
 	}
 	if sess.Node == "" {
 		sess.Node = a.deps.NodeName
+		if origin := r.Header.Get(OriginNodeHeader); origin != "" {
+			sess.Node = origin // created through a client agent: its node
+		}
 	}
 	for _, c := range body.Checks {
 		if !contains(sess.NodeChecks, c) {

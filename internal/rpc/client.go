@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"net"
 	"sync"
 	"time"
@@ -141,4 +143,10 @@ func (c *Client) numConns() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.conns)
+}
+
+// Unreachable reports whether err says the server could not be reached, so
+// that the request was not served and may be sent to another server.
+func Unreachable(err error) bool {
+	return status.Code(err) == codes.Unavailable
 }

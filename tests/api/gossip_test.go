@@ -46,6 +46,17 @@ func TestJoinAndForceLeave(t *testing.T) {
 		t.Error("joining an address where nothing listens succeeded")
 	}
 
+	// A user event fired on one agent reaches the other by gossip.
+	_, _, err = a.c.Event().Fire(&api.UserEvent{Name: "deploy", Payload: []byte("v2")}, nil)
+	must(t, err)
+	waitFor(t, 20*time.Second, func() error {
+		events, _, err := b.c.Event().List("deploy", nil)
+		if err != nil || len(events) != 1 || string(events[0].Payload) != "v2" {
+			return fmt.Errorf("events on agent-b = %+v (%v)", events, err)
+		}
+		return nil
+	})
+
 	must(t, b.Close()) // dies without leaving: the others see it fail
 	waitFor(t, 20*time.Second, func() error {
 		if st, _ := memberStatus(t, a.c, "agent-b"); st != 4 {

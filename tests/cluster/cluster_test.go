@@ -55,6 +55,8 @@ func freePort(t *testing.T, ip string) int {
 type member struct {
 	name, ip, dir               string
 	httpPort, serfPort, rpcPort int
+	dnsPort                     int  // -1 for servers; clients serve DNS
+	isClient                    bool // a client agent, not a server
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -80,12 +82,21 @@ var listening = regexp.MustCompile(`HTTP API: `)
 // start runs the member's server process, joined to the others.
 func (m *member) start(t *testing.T, all []*member) {
 	t.Helper()
-	args := []string{"agent", "-server", "-bootstrap-expect", fmt.Sprint(len(all)), "-data-dir", m.dir,
+	args := []string{"agent", "-data-dir", m.dir,
 		"-node", m.name, "-bind", m.ip, "-client", m.ip, "-http-port", fmt.Sprint(m.httpPort),
 		"-serf-lan-port", fmt.Sprint(m.serfPort), "-server-port", fmt.Sprint(m.rpcPort),
-		"-serf-wan-port", "0", "-dns-port", "-1", "-grpc-port", "-1", "-retry-interval", "200ms", "-log-level", "warn"}
+		"-serf-wan-port", "0", "-dns-port", fmt.Sprint(m.dnsPort), "-grpc-port", "-1", "-retry-interval", "200ms", "-log-level", "warn"}
+	servers := 0
 	for _, o := range all {
-		if o != m {
+		if !o.isClient {
+			servers++
+		}
+	}
+	if !m.isClient {
+		args = append(args, "-server", "-bootstrap-expect", fmt.Sprint(servers))
+	}
+	for _, o := range all {
+		if o != m && !o.isClient {
 			args = append(args, "-retry-join", fmt.Sprintf("%s:%d", o.ip, o.serfPort))
 		}
 	}
@@ -147,7 +158,7 @@ func startCluster(t *testing.T, n int) []*member {
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
 		all = append(all, &member{name: fmt.Sprintf("s%d", i+1), ip: ip, dir: t.TempDir(),
-			httpPort: freePort(t, ip), serfPort: freePort(t, ip), rpcPort: freePort(t, ip)})
+			httpPort: freePort(t, ip), serfPort: freePort(t, ip), rpcPort: freePort(t, ip), dnsPort: -1})
 	}
 	for _, m := range all {
 		m.start(t, all)
@@ -180,7 +191,7 @@ func waitLeader(t *testing.T, all []*member, not *member) *member {
 	eventually(t, 60*time.Second, func() error {
 		names := map[string]bool{}
 		for _, m := range all {
-			if m == not || !m.running() {
+			if m == not || !m.running() || m.isClient {
 				continue
 			}
 			l, err := m.client(t).Status().Leader()

@@ -1,0 +1,92 @@
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+)
+
+// startClient starts a client agent on 127.0.0.20 joined to the servers.
+func startClient(t *testing.T, servers []*member) *member {
+	t.Helper()
+	ip := "127.0.0.20"
+	c := &member{name: "client1", ip: ip, dir: t.TempDir(), isClient: true,
+		httpPort: freePort(t, ip), serfPort: freePort(t, ip), rpcPort: freePort(t, ip)}
+	// UDP and TCP on one port: take a TCP port and hope UDP is free too,
+	// as the agent binds both.
+	c.dnsPort = freePort(t, ip)
+	all := append(append([]*member{}, servers...), c)
+	c.start(t, all)
+	return c
+}
+
+// A client agent keeps no raft state: it registers and checks its services
+// through the servers, serves the API and DNS from them, and carries on
+// when a server it talked to dies.
+func TestClientAgent(t *testing.T) {
+	servers := startCluster(t, 3)
+	client := startClient(t, servers)
+	c := client.client(t)
+
+	reg := &api.AgentServiceRegistration{Name: "web", ID: "web1", Port: 8080,
+		Check: &api.AgentServiceCheck{CheckID: "web1-ttl", TTL: "10m", Status: api.HealthPassing}}
+	if err := c.Agent().ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		entries, _, err := c.Health().Service("web", "", true, nil)
+		if err != nil || len(entries) != 1 || entries[0].Node.Node != client.name {
+			return fmt.Errorf("passing web through the client = %d entries (%v)", len(entries), err)
+		}
+		return nil
+	})
+	// KV and sessions through the client; a session defaults to the
+	// client's node.
+	if _, err := c.KV().Put(&api.KVPair{Key: "via-client", Value: []byte("yes")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if kv, _, err := servers[0].client(t).KV().Get("via-client", &api.QueryOptions{RequireConsistent: true}); err != nil || kv == nil {
+		t.Fatalf("write through the client not on the servers: %+v %v", kv, err)
+	}
+	sid, _, err := c.Session().Create(&api.SessionEntry{Name: "c"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _, err := c.Session().Info(sid, nil); err != nil || s == nil || s.Node != client.name {
+		t.Fatalf("session through the client = %+v, %v; want node %s", s, err, client.name)
+	}
+	// DNS on the client answers from the servers.
+	m := new(dns.Msg).SetQuestion("web.service.consul.", dns.TypeSRV)
+	eventually(t, 30*time.Second, func() error {
+		r, err := dns.Exchange(m, net.JoinHostPort(client.ip, fmt.Sprint(client.dnsPort)))
+		if err != nil || len(r.Answer) != 1 {
+			return fmt.Errorf("DNS through the client: %v %v", r, err)
+		}
+		if srv := r.Answer[0].(*dns.SRV); srv.Port != 8080 {
+			return fmt.Errorf("SRV port %d", srv.Port)
+		}
+		return nil
+	})
+
+	// Kill servers one at a time down to a quorum of two: the client's
+	// check updates still reach the catalog through a live server.
+	servers[0].kill()
+	waitLeader(t, servers, servers[0])
+	if err := c.Agent().UpdateTTL("web1-ttl", "down", api.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		checks, _, err := servers[1].client(t).Health().Checks("web", nil)
+		if err != nil || len(checks) != 1 || checks[0].Status != api.HealthCritical {
+			return fmt.Errorf("web checks on a server = %+v (%v), want critical", checks, err)
+		}
+		return nil
+	})
+	if svcs, _, err := servers[2].client(t).Catalog().Service("web", "", nil); err != nil || len(svcs) != 1 {
+		t.Fatalf("web lost from the catalog after a server died: %+v %v", svcs, err)
+	}
+}
