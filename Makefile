@@ -27,3 +27,4 @@ test: deps lint unit e2e
 
 bench:
 	./bench/run.sh
+	./bench/cluster.sh

@@ -52,6 +52,9 @@ type Options struct {
 	// ReconcileInterval is how often the leader reconciles the pool's
 	// members into the catalog besides on every change; default 30s.
 	ReconcileInterval time.Duration
+	// CoordinateUpdateInterval is how often the agent sends its network
+	// coordinate to the servers when it has moved; default 15 seconds.
+	CoordinateUpdateInterval time.Duration
 }
 
 // Agent is a running Trellis agent.
@@ -131,6 +134,9 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 	if opts.ReconcileInterval == 0 {
 		opts.ReconcileInterval = 30 * time.Second
 	}
+	if opts.CoordinateUpdateInterval <= 0 {
+		opts.CoordinateUpdateInterval = defaultCoordinateInterval
+	}
 	a := &Agent{
 		cfg:        cfg,
 		opts:       opts,
@@ -207,6 +213,7 @@ func (a *Agent) start(ctx context.Context) error {
 	deps := httpapi.Deps{
 		Store: a.store, Server: a.srv, Agent: a, Datacenter: a.cfg.Datacenter,
 		NodeName: a.nodeName, Logger: a.logger, MaxKVSize: a.cfg.KVMaxValueSize,
+		Blocked: a.metrics.blocked,
 	}
 	if a.rpcClient != nil {
 		deps.Forwarder = forwarder{a.rpcClient}
@@ -220,8 +227,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.startDNS(); err != nil {
 		return err
 	}
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go a.loop(!standalone)
+	go a.runCoordinateUpdates()
 	return nil
 }
 
@@ -722,7 +730,7 @@ func (a *Agent) Self() map[string]any {
 	return map[string]any{
 		"Config":      cfg,
 		"DebugConfig": map[string]any{"DevMode": a.cfg.DevMode, "DataDir": a.cfg.DataDir, "ClientAddrs": a.cfg.ClientAddrs},
-		"Coord":       nil,
+		"Coord":       a.selfCoordinate(),
 		"Member":      toAgentMember(a.lan.LocalMember()),
 		"Stats": map[string]any{
 			"raft":  a.raftStats(),

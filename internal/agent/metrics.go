@@ -20,6 +20,7 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	blocked  prometheus.Gauge
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -31,13 +32,16 @@ func newMetrics(a *Agent) *metrics {
 		Name: "trellis_http_request_duration_seconds", Help: "HTTP API request latency, blocking queries included.",
 		Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 60, 600},
 	}, []string{"method", "route"})
+	m.blocked = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trellis_http_blocking_queries", Help: "Blocking queries waiting for a change right now.",
+	})
 	count := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn)
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.latency,
+		m.requests, m.latency, m.blocked,
 		count("trellis_catalog_services", "Local services registered on this agent.", func() float64 {
 			a.mu.Lock()
 			defer a.mu.Unlock()

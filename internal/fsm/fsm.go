@@ -27,6 +27,8 @@ const (
 	SessionRequestType    MessageType = 4
 	TxnRequestType        MessageType = 5
 	TombstoneReapType     MessageType = 6
+	// CoordinateBatchUpdateType sets nodes' network coordinates.
+	CoordinateBatchUpdateType MessageType = 7
 )
 
 // KVSRequest is one KV write.
@@ -55,6 +57,12 @@ type TxnRequest struct {
 // TombstoneReapRequest removes KV tombstones up to an index.
 type TombstoneReapRequest struct {
 	Index uint64
+}
+
+// CoordinateBatchUpdateRequest sets the network coordinates of nodes, in
+// order. Updates for nodes the catalog does not hold are skipped.
+type CoordinateBatchUpdateRequest struct {
+	Updates []*structs.CoordinateEntry
 }
 
 // FSM applies log entries to a state store.
@@ -147,6 +155,12 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return f.corrupt(t, l.Index, err)
 		}
 		return f.store.ReapTombstones(req.Index)
+	case CoordinateBatchUpdateType:
+		var req CoordinateBatchUpdateRequest
+		if err := dec.Decode(&req); err != nil {
+			return f.corrupt(t, l.Index, err)
+		}
+		return f.store.CoordinateBatchUpdate(l.Index, req.Updates)
 	}
 	// An unknown type is from a newer version: applying nothing keeps this
 	// server's state consistent with what it understands, and says so.

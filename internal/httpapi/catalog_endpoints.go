@@ -145,6 +145,7 @@ func (a *API) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) 
 		return nil, err
 	}
 	meta := nodeMetaFilter(r)
+	near := a.nearNode(r)
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
 		idx, nodes, err := rt.Nodes(ws)
 		if err != nil {
@@ -156,7 +157,8 @@ func (a *API) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) 
 				out = append(out, n)
 			}
 		}
-		return idx, out, nil
+		err = sortByDistance(rt, near, out, func(n *structs.Node) string { return n.Node })
+		return idx, out, err
 	})
 }
 
@@ -226,6 +228,7 @@ func (a *API) catalogService(w http.ResponseWriter, r *http.Request) (any, error
 	name := r.PathValue("name")
 	tags := r.URL.Query()["tag"]
 	meta := nodeMetaFilter(r)
+	near := a.nearNode(r)
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
 		idx, nodes, err := rt.ServiceNodes(ws, name)
 		if err != nil {
@@ -237,7 +240,8 @@ func (a *API) catalogService(w http.ResponseWriter, r *http.Request) (any, error
 				out = append(out, sn)
 			}
 		}
-		return idx, out, nil
+		err = sortByDistance(rt, near, out, func(sn *structs.ServiceNode) string { return sn.Node })
+		return idx, out, err
 	})
 }
 
@@ -304,14 +308,21 @@ func (a *API) healthState(w http.ResponseWriter, r *http.Request) (any, error) {
 	})
 }
 
-// checksQuery answers a blocking query whose result is a list of checks.
+// checksQuery answers a blocking query whose result is a list of checks,
+// sorted by distance from ?near= when given.
 func (a *API) checksQuery(w http.ResponseWriter, r *http.Request,
 	read func(memdb.WatchSet, *state.ReadTxn) (uint64, []*structs.HealthCheck, error)) (any, error) {
 	if err := a.dcParam(r); err != nil {
 		return nil, err
 	}
+	near := a.nearNode(r)
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
 		idx, checks, err := read(ws, rt)
+		if err != nil {
+			return 0, nil, err
+		}
+		// The store's slice is this query's own: sorting it is safe.
+		err = sortByDistance(rt, near, checks, func(c *structs.HealthCheck) string { return c.Node })
 		return idx, checks, err
 	})
 }
@@ -328,6 +339,7 @@ func (a *API) healthService(w http.ResponseWriter, r *http.Request) (any, error)
 	if v := q.Get("passing"); v != "" && v != "true" && v != "1" {
 		passing = v != "false" && v != "0"
 	}
+	near := a.nearNode(r)
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
 		idx, entries, err := rt.CheckServiceNodes(ws, name)
 		if err != nil {
@@ -343,7 +355,8 @@ func (a *API) healthService(w http.ResponseWriter, r *http.Request) (any, error)
 			}
 			out = append(out, e)
 		}
-		return idx, out, nil
+		err = sortByDistance(rt, near, out, func(e *structs.CheckServiceNode) string { return e.Node.Node })
+		return idx, out, err
 	})
 }
 

@@ -87,7 +87,9 @@ func (a *API) serveOrForward(w http.ResponseWriter, r *http.Request, local http.
 		local.ServeHTTP(w, r)
 		return
 	}
-	if a.deps.Server == nil && r.Header.Get(OriginNodeHeader) == "" {
+	// Servers set it too: a follower passing a request to the leader is
+	// still the agent the client asked (?near=_agent, a session's node).
+	if r.Header.Get(OriginNodeHeader) == "" {
 		r.Header.Set(OriginNodeHeader, a.deps.NodeName)
 	}
 	if err := a.deps.Forwarder.Forward(w, r, addrs, final); err != nil {

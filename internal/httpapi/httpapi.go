@@ -49,6 +49,8 @@ type Deps struct {
 	// Servers lists the RPC addresses of live servers; a client agent
 	// (Server nil) forwards to them.
 	Servers func() []string
+	// Blocked, when set, counts the blocking queries waiting right now.
+	Blocked interface{ Add(float64) }
 }
 
 // API is the /v1 HTTP handler.
@@ -237,6 +239,10 @@ func (a *API) blocking(w http.ResponseWriter, r *http.Request, o *queryOpts, fn 
 		var cancel context.CancelFunc
 		ctx, cancel = waitContext(ctx, o.wait)
 		defer cancel()
+		if g := a.deps.Blocked; g != nil {
+			g.Add(1)
+			defer g.Add(-1)
+		}
 	}
 	for {
 		ws := memdb.NewWatchSet()

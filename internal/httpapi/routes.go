@@ -36,6 +36,9 @@ type Agent interface {
 	// channel closed at the next event.
 	Events() ([]*structs.UserEvent, <-chan struct{})
 	Metrics(prometheus bool) (contentType string, body []byte, err error)
+	// ServerCoordinates returns the LAN coordinates of the datacenter's
+	// live servers as this agent's gossip knows them, ordered by node.
+	ServerCoordinates() []structs.CoordinateEntry
 }
 
 func (a *API) routes() {
@@ -85,6 +88,12 @@ func (a *API) routes() {
 	a.handle("GET", "/v1/health/checks/{name...}", a.healthChecks)
 	a.handle("GET", "/v1/health/service/{name...}", a.healthService)
 	a.handle("GET", "/v1/health/state/{state...}", a.healthState)
+
+	// coordinate
+	a.handle("GET", "/v1/coordinate/datacenters", a.coordinateDatacenters)
+	a.handle("GET", "/v1/coordinate/nodes", a.coordinateNodes)
+	a.handle("GET", "/v1/coordinate/node/{node...}", a.coordinateNode)
+	a.handle("PUT", "/v1/coordinate/update", a.coordinateUpdate)
 
 	// kv: routed by hand in ServeHTTP, as ServeMux would clean keys such
 	// as "a//b" and redirect.

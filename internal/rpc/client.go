@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,8 +146,14 @@ func (c *Client) numConns() int {
 	return len(c.conns)
 }
 
-// Unreachable reports whether err says the server could not be reached, so
-// that the request was not served and may be sent to another server.
+// Unreachable reports whether err says the server could not be reached at
+// all, so that the request was never sent and may go to another server. A
+// connection that broke mid-call is also Unavailable to gRPC, but then the
+// request may have been served: that is not Unreachable.
 func Unreachable(err error) bool {
-	return status.Code(err) == codes.Unavailable
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "Error while dialing") || strings.Contains(msg, "connection refused")
 }

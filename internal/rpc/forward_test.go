@@ -253,8 +253,8 @@ func TestForwardHTTPDeadAddressFailsFast(t *testing.T) {
 	for range 2 { // the first call connects, the second meets the failed connection
 		start := time.Now()
 		_, err := client.ForwardHTTP(ctx, dead, &HTTPRequest{Method: "GET", Path: "/v1/x"})
-		if status.Code(err) != codes.Unavailable {
-			t.Fatalf("ForwardHTTP to a dead address: %v, want codes.Unavailable", err)
+		if status.Code(err) != codes.Unavailable || !Unreachable(err) {
+			t.Fatalf("ForwardHTTP to a dead address: %v, want codes.Unavailable and Unreachable", err)
 		}
 		if d := time.Since(start); d > 10*time.Second {
 			t.Fatalf("ForwardHTTP to a dead address took %v", d)
@@ -418,5 +418,18 @@ func TestHTTPResponseWrite(t *testing.T) {
 				t.Errorf("got %d %v %q, want %d %v %q", rec.Code, rec.Header(), rec.Body.String(), tc.wantCode, tc.wantHeader, tc.wantBody)
 			}
 		})
+	}
+}
+
+// A call cut off after it was sent is Unavailable to gRPC but not
+// Unreachable: the server may have served it, so it must not be repeated
+// elsewhere blindly.
+func TestUnreachableOnlyBeforeSending(t *testing.T) {
+	cut := status.Error(codes.Unavailable, "error reading from server: EOF")
+	if Unreachable(cut) {
+		t.Error("a call cut mid-flight counted as unreachable")
+	}
+	if Unreachable(status.Error(codes.Internal, "connection refused")) {
+		t.Error("a non-Unavailable error counted as unreachable")
 	}
 }

@@ -235,7 +235,8 @@ func (s *Store) ensureCheckTxn(tx *memdb.Txn, idx uint64, node string, in *struc
 	return nil
 }
 
-// DeleteNode removes a node with its services, checks and sessions.
+// DeleteNode removes a node with its services, checks, sessions and
+// coordinates.
 func (s *Store) DeleteNode(idx uint64, node string) error {
 	tx := s.writeTxn()
 	defer tx.Abort()
@@ -292,6 +293,9 @@ func (s *Store) deleteNodeTxn(tx *memdb.Txn, idx uint64, node string) error {
 		if err := s.deleteSessionTxn(tx, idx, id); err != nil {
 			return err
 		}
+	}
+	if err := deleteNodeCoordinatesTxn(tx, idx, node); err != nil {
+		return err
 	}
 	return tx.Delete(tableNodes, raw)
 }

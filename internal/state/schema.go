@@ -17,6 +17,8 @@ const (
 	tableKVs        = "kvs"
 	tableTombstones = "tombstones"
 	tableSessions   = "sessions"
+	// tableCoordinates holds network coordinates; see coordinate.go.
+	tableCoordinates = "coordinates"
 )
 
 // indexEntry records the raft index at which a table, or a finer-grained
@@ -107,6 +109,7 @@ func schema() *memdb.DBSchema {
 				"node": {Name: "node", Indexer: &memdb.StringFieldIndex{Field: "Node", Lowercase: true}},
 			},
 		},
+		tableCoordinates: coordinatesTable(),
 	}}
 }
 

@@ -32,6 +32,7 @@ const (
 	recTombstone byte = 5
 	recSession   byte = 6
 	recIndex     byte = 7
+	recCoord     byte = 8
 )
 
 // Snapshot is a point-in-time copy of the store, cheap to take.
@@ -57,7 +58,7 @@ func (snap *Snapshot) Persist(w io.Writer) error {
 	}{
 		{tableNodes, recNode}, {tableServices, recService}, {tableChecks, recCheck},
 		{tableKVs, recKV}, {tableTombstones, recTombstone}, {tableSessions, recSession},
-		{tableIndex, recIndex},
+		{tableCoordinates, recCoord}, {tableIndex, recIndex},
 	}
 	for _, t := range tables {
 		it, err := tx.Get(t.name, "id")
@@ -140,6 +141,8 @@ func readRecords(r io.Reader, fn func(table string, obj any) error) error {
 			obj, table = &structs.Session{}, tableSessions
 		case recIndex:
 			obj, table = &indexEntry{}, tableIndex
+		case recCoord:
+			obj, table = &structs.CoordinateEntry{}, tableCoordinates
 		default:
 			return fmt.Errorf("state: snapshot: unknown record type %d", rec)
 		}

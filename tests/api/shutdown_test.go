@@ -3,6 +3,7 @@ package api_test
 import (
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,9 +46,15 @@ func TestCloseAnswersBlockedQueries(t *testing.T) {
 		done <- res{m, err}
 	}()
 	<-sig.wrote
-	// A request on another connection, served after the blocked one was
-	// accepted.
-	a.do(t, "GET", "/v1/kv/k", nil).expect(t, "get", 200)
+	// Close once the query is being served, waiting: a request not yet
+	// read when Close comes was never in flight, and may be cut off.
+	waitFor(t, 20*time.Second, func() error {
+		r := a.do(t, "GET", "/v1/agent/metrics?format=prometheus", nil)
+		if !strings.Contains(r.body, "trellis_http_blocking_queries 1") {
+			return errorf("the blocking query is not waiting yet")
+		}
+		return nil
+	})
 
 	must(t, a.Close())
 	r := <-done

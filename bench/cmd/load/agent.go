@@ -128,9 +128,13 @@ func (p *agentProc) stop() {
 // memStatus is the resident memory of a process, in bytes.
 type memStatus struct {
 	rss, hwm int64
+	// anon (heap, stacks) and file (mapped files, such as a bolt
+	// database, and the binary) split rss; zero before Linux 4.5.
+	anon, file int64
 }
 
-// readMem reads VmRSS and VmHWM (peak RSS) from /proc/pid/status.
+// readMem reads VmRSS, VmHWM (peak RSS), RssAnon and RssFile from
+// /proc/pid/status.
 func readMem(pid int) (memStatus, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -144,6 +148,10 @@ func readMem(pid int) (memStatus, error) {
 			dst = &m.rss
 		case bytes.HasPrefix(line, []byte("VmHWM:")):
 			dst = &m.hwm
+		case bytes.HasPrefix(line, []byte("RssAnon:")):
+			dst = &m.anon
+		case bytes.HasPrefix(line, []byte("RssFile:")):
+			dst = &m.file
 		default:
 			continue
 		}
@@ -208,33 +216,47 @@ func machineBusy() (time.Duration, error) {
 }
 
 func readCPU(pid int) (cpuTimes, error) {
+	agent, err := procCPU(pid)
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	self, err := selfCPU()
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	busy, err := machineBusy()
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	return cpuTimes{agent: agent, self: self, machine: busy}, nil
+}
+
+// procCPU is the user+system CPU time of process pid.
+func procCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return cpuTimes{}, fmt.Errorf("cpu: %w", err)
+		return 0, fmt.Errorf("cpu: %w", err)
 	}
 	// Fields after the command name, which may hold spaces, in ")".
 	i := bytes.LastIndexByte(b, ')')
 	f := strings.Fields(string(b[i+1:]))
 	// utime and stime are fields 14 and 15 of stat; f starts at field 3.
 	if i < 0 || len(f) < 13 {
-		return cpuTimes{}, fmt.Errorf("cpu: short /proc/%d/stat", pid)
+		return 0, fmt.Errorf("cpu: short /proc/%d/stat", pid)
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return cpuTimes{}, fmt.Errorf("cpu: /proc/%d/stat: %w", pid, err)
+		return 0, fmt.Errorf("cpu: /proc/%d/stat: %w", pid, err)
 	}
+	return time.Duration(ut+st) * clockTick, nil
+}
+
+// selfCPU is the user+system CPU time of this process.
+func selfCPU() (time.Duration, error) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return cpuTimes{}, fmt.Errorf("cpu: getrusage: %w", err)
+		return 0, fmt.Errorf("cpu: getrusage: %w", err)
 	}
-	busy, err := machineBusy()
-	if err != nil {
-		return cpuTimes{}, err
-	}
-	return cpuTimes{
-		agent:   time.Duration(ut+st) * clockTick,
-		self:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-		machine: busy,
-	}, nil
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }

@@ -8,6 +8,13 @@
 //	go run ./bench/cmd/load -agent /tmp/trellis -out bench/results.md
 //
 // bench/run.sh does both.
+//
+// `load cluster` instead starts three servers on 127.0.0.11-13 and
+// measures KV writes and consistent reads spread over them, leader
+// failover after kill -9, and the servers' memory, beside Consul 0.7.1's
+// published cluster figures (bench/cluster.sh, results-cluster.md):
+//
+//	go run ./bench/cmd/load cluster -agent /tmp/trellis -out bench/results-cluster.md
 package main
 
 import (
@@ -18,11 +25,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"syscall"
 	"time"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// SIGTERM too, so that a killed run still stops the servers it started.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -81,6 +90,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "cluster" {
+		return runCluster(ctx, args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -89,6 +89,10 @@ type result struct {
 	firstErr error
 	elapsed  time.Duration
 	lat      []time.Duration // of successful operations, sorted
+	// byWorker holds each worker's latencies and errors, in the order
+	// they happened, for phases whose workers aim at different servers.
+	byWorker     [][]time.Duration
+	errsByWorker []int
 }
 
 func (r *result) rate() float64 {
@@ -147,7 +151,7 @@ func drive(ctx context.Context, workers, total int, dur time.Duration, op func(c
 		})
 	}
 	wg.Wait()
-	r := &result{elapsed: time.Since(start), lat: slices.Concat(lats...)}
+	r := &result{elapsed: time.Since(start), lat: slices.Concat(lats...), byWorker: lats, errsByWorker: errs}
 	slices.Sort(r.lat)
 	r.ops = len(r.lat)
 	for w := range workers {
