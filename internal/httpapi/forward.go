@@ -1,10 +1,14 @@
 package httpapi
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/trellis-mesh/trellis/internal/rpc"
 	"github.com/trellis-mesh/trellis/internal/server"
 )
 
@@ -73,26 +77,59 @@ func (a *API) forwardTarget(r *http.Request) (addrs []string, final bool, err er
 // errNoServers is a client agent's answer when it knows no live server.
 var errNoServers = errors.New("No known Consul servers")
 
-// serveOrForward serves r here or where forwardTarget says.
+// holdTimeout is how long a request waits for a leader (or for another
+// server) before failing: Consul's rpc_hold_timeout. A leader election
+// takes a second or two; clients should not see it as errors.
+const holdTimeout = 7 * time.Second
+
+// serveOrForward serves r here or where forwardTarget says. While there
+// is no leader, or the server it was sent to cannot be reached (so it was
+// never served), the request is held and tried again, for up to
+// holdTimeout.
 func (a *API) serveOrForward(w http.ResponseWriter, r *http.Request, local http.Handler) {
-	addrs, final, err := a.forwardTarget(r)
-	if err != nil {
-		if a.deps.Server != nil {
-			a.setMeta(w, nil)
+	deadline := time.Now().Add(holdTimeout)
+	var body []byte
+	bodyRead := false
+	for {
+		addrs, final, err := a.forwardTarget(r)
+		if err == nil && addrs == nil {
+			local.ServeHTTP(w, r)
+			return
 		}
-		writeError(w, err)
-		return
-	}
-	if addrs == nil {
-		local.ServeHTTP(w, r)
-		return
-	}
-	// Servers set it too: a follower passing a request to the leader is
-	// still the agent the client asked (?near=_agent, a session's node).
-	if r.Header.Get(OriginNodeHeader) == "" {
-		r.Header.Set(OriginNodeHeader, a.deps.NodeName)
-	}
-	if err := a.deps.Forwarder.Forward(w, r, addrs, final); err != nil {
-		writeError(w, err)
+		if err == nil {
+			if !bodyRead {
+				// Kept, so that the request can be sent again.
+				if body, err = io.ReadAll(io.LimitReader(r.Body, rpc.MaxBodyBytes+1)); err != nil {
+					writeError(w, badRequest("reading body: %v", err))
+					return
+				}
+				bodyRead = true
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			// Servers set it too: a follower passing a request to the
+			// leader is still the agent the client asked (?near=_agent,
+			// a session's node).
+			if r.Header.Get(OriginNodeHeader) == "" {
+				r.Header.Set(OriginNodeHeader, a.deps.NodeName)
+			}
+			if err = a.deps.Forwarder.Forward(w, r, addrs, final); err == nil {
+				return
+			}
+		}
+		retry := errors.Is(err, server.ErrNotLeader) || rpc.Unreachable(err)
+		if !retry || time.Now().After(deadline) || r.Context().Err() != nil {
+			if retry && a.deps.Server != nil {
+				err = server.ErrNotLeader // the leader we knew is gone; no new one yet
+			}
+			if a.deps.Server != nil {
+				a.setMeta(w, nil)
+			}
+			writeError(w, err)
+			return
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }

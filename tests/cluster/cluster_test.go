@@ -409,3 +409,35 @@ func TestDeadMemberTurnsCritical(t *testing.T) {
 		t.Fatalf("passing web instances after its node died = %d (%v), want 0", len(entries), err)
 	}
 }
+
+// A write sent to a follower while the leader is dead is held until a new
+// leader is elected (Consul's rpc_hold_timeout), not failed with an
+// internal error.
+func TestFollowerHoldsWritesThroughFailover(t *testing.T) {
+	all := startCluster(t, 3)
+	leader := waitLeader(t, all, nil)
+	var follower *member
+	for _, m := range all {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = follower.addr()
+	cfg.HttpClient = &http.Client{Timeout: 30 * time.Second}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader.kill()
+	start := time.Now()
+	if _, err := c.KV().Put(&api.KVPair{Key: "held", Value: []byte("1")}, nil); err != nil {
+		t.Fatalf("write through a follower during the election: %v", err)
+	}
+	t.Logf("held for %v", time.Since(start).Round(time.Millisecond))
+	kv, _, err := c.KV().Get("held", &api.QueryOptions{RequireConsistent: true})
+	if err != nil || kv == nil || string(kv.Value) != "1" {
+		t.Fatalf("read back = %+v, %v", kv, err)
+	}
+}
