@@ -234,7 +234,7 @@ func (a *Agent) start(ctx context.Context) error {
 }
 
 func (a *Agent) startHTTP() error {
-	handler := a.metrics.instrument(a.api)
+	handler := a.metrics.instrument(stripInternalHeaders(a.api))
 	reqCtx, cancel := context.WithCancel(context.Background())
 	a.endRequests = cancel
 	for _, addr := range a.cfg.HTTPAddrs {
@@ -627,6 +627,51 @@ func (a *Agent) startServer() error {
 	}
 	a.srv = srv
 	return nil
+}
+
+// stripInternalHeaders removes the headers servers use among themselves
+// from requests that arrive on the HTTP API: only the internal RPC may set
+// them (a forged "forwarded" header would make a follower serve a stale
+// read as the leader's, or a client agent serve what it has no state for).
+func stripInternalHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(httpapi.ForwardedHeader)
+		r.Header.Del(httpapi.OriginNodeHeader)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// GracefulLeave leaves the cluster before shutting down, as `consul leave`
+// does: a leader first hands its leadership over, then the agent leaves
+// gossip, so the others see it as left (a server is removed from raft by
+// the next leader) rather than failed.
+func (a *Agent) GracefulLeave() {
+	if a.srv != nil && a.srv.IsLeader() && a.srv.HasPeers() {
+		if cfg, err := a.srv.Configuration(); err == nil && len(cfg.Servers) > 1 {
+			if err := a.srv.TransferLeader(""); err != nil {
+				a.logger.Warn("leave: leadership transfer failed", "error", err)
+			}
+		}
+	}
+	if a.lan != nil {
+		if err := a.lan.Leave(); err != nil {
+			a.logger.Warn("leave: leaving gossip failed", "error", err)
+		}
+	}
+}
+
+// opContext returns a context for one call to another server: bounded by
+// d, and ended at once by Close.
+func (a *Agent) opContext(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // dnsCatalog is what DNS reads: the store on a server, the servers on a

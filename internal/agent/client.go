@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,11 +49,16 @@ func (a *Agent) remote(method, path string, query url.Values, body []byte) (*rpc
 	}
 	var errs error
 	for _, addr := range addrs {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := a.opContext(30 * time.Second)
 		resp, err := a.rpcClient.ForwardHTTP(ctx, addr, req)
 		cancel()
 		if err == nil {
 			return resp, nil
+		}
+		if !rpc.Unreachable(err) {
+			// It may have been served: only a server never reached is
+			// skipped for the next.
+			return nil, fmt.Errorf("agent: %s: %w", addr, err)
 		}
 		errs = errors.Join(errs, fmt.Errorf("%s: %w", addr, err))
 	}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,7 +56,9 @@ func (a *Agent) startRPCServer() {
 type forwarder struct{ client *rpc.Client }
 
 // Forward implements httpapi.Forwarder: it tries each address until one
-// answers. A server that answered with an error is not retried elsewhere.
+// answers. Only a server that could not be reached at all is skipped for
+// the next: one that may have served the request ends the attempt. When
+// none was reached, the error is an rpc.NotSentError.
 func (f forwarder) Forward(w http.ResponseWriter, r *http.Request, addrs []string, final bool) error {
 	req, err := rpc.RequestFromHTTP(r, rpc.MaxBodyBytes)
 	if err != nil {
@@ -66,18 +67,18 @@ func (f forwarder) Forward(w http.ResponseWriter, r *http.Request, addrs []strin
 	if final {
 		req.Header[httpapi.ForwardedHeader] = []string{"1"}
 	}
-	var errs error
+	var unreached error
 	for _, addr := range addrs {
 		resp, err := f.client.ForwardHTTP(r.Context(), addr, req)
 		if err == nil {
 			return resp.Write(w)
 		}
-		errs = errors.Join(errs, fmt.Errorf("rpc error forwarding to %s: %w", addr, err))
-		if r.Context().Err() != nil || !rpc.Unreachable(err) {
-			break
+		if !rpc.Unreachable(err) || r.Context().Err() != nil {
+			return fmt.Errorf("rpc error forwarding to %s: %w", addr, err)
 		}
+		unreached = errors.Join(unreached, fmt.Errorf("rpc error forwarding to %s: %w", addr, err))
 	}
-	return errs
+	return rpc.NotSentError{Err: unreached}
 }
 
 // applyCatalog writes a catalog change for this agent: through raft here
@@ -106,7 +107,7 @@ func (a *Agent) applyCatalog(t fsm.MessageType, msg any) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := a.opContext(30 * time.Second)
 	defer cancel()
 	resp, err := a.rpcClient.ForwardHTTP(ctx, leader, &rpc.HTTPRequest{
 		Method: http.MethodPut, Path: path, Body: body,

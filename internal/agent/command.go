@@ -67,7 +67,8 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-a.LeaveCh():
-			logger.Info("leave requested: shutting down")
+			logger.Info("leave requested: leaving the cluster and shutting down")
+			a.GracefulLeave()
 			break loop
 		case sig := <-sigCh:
 			if sig == syscall.SIGHUP {
@@ -78,6 +79,9 @@ loop:
 				continue
 			}
 			logger.Info("caught signal: shutting down", "signal", sig.String())
+			if leaveOnSignal(cfg, sig) {
+				a.GracefulLeave()
+			}
 			break loop
 		}
 	}
@@ -113,4 +117,18 @@ func newLogger(cfg *config.RuntimeConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// leaveOnSignal applies Consul's defaults: a client agent leaves the
+// cluster on SIGINT (unless skip_leave_on_interrupt) and on SIGTERM; a
+// server leaves only on SIGTERM with leave_on_terminate, since a server
+// that leaves also leaves the raft quorum.
+func leaveOnSignal(cfg *config.RuntimeConfig, sig os.Signal) bool {
+	if cfg.Server {
+		return sig == syscall.SIGTERM && cfg.LeaveOnTerm
+	}
+	if sig == syscall.SIGINT {
+		return !cfg.SkipLeaveOnInterrupt
+	}
+	return true
 }

@@ -2,11 +2,15 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/trellis-mesh/trellis/internal/httpapi"
+	"github.com/trellis-mesh/trellis/internal/rpc"
 	"github.com/trellis-mesh/trellis/internal/state"
 	"net"
+	"net/http"
 	"sort"
 	"strconv"
 	"time"
@@ -84,8 +88,7 @@ func (a *Agent) startGossip() error {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		defer cancel()
-		a.runMembership(events)
+		a.runMembership(events, cancel)
 	}()
 	return nil
 }
@@ -93,7 +96,8 @@ func (a *Agent) startGossip() error {
 // runMembership handles gossip events: user events are recorded;
 // membership changes drive bootstrap and, on the leader, reconciliation.
 // A periodic pass repairs whatever an event missed.
-func (a *Agent) runMembership(events <-chan membership.Event) {
+func (a *Agent) runMembership(events <-chan membership.Event, cancelSub func()) {
+	defer func() { cancelSub() }()
 	tick := time.NewTicker(a.opts.ReconcileInterval)
 	defer tick.Stop()
 	for {
@@ -112,9 +116,8 @@ func (a *Agent) runMembership(events <-chan membership.Event) {
 				default:
 				}
 				// Dropped for falling behind: resubscribe, then reconcile.
-				var cancel func()
-				events, cancel = a.lan.Subscribe()
-				defer cancel()
+				cancelSub()
+				events, cancelSub = a.lan.Subscribe()
 			} else if ev.Type == membership.EventUser {
 				a.recordEvent(ev)
 				continue
@@ -126,7 +129,9 @@ func (a *Agent) runMembership(events <-chan membership.Event) {
 			continue // a client agent has no cluster duties
 		}
 		a.maybeBootstrap()
-		if a.srv.IsLeader() {
+		if a.srv.IsLeader() && a.srv.VerifyLeader() == nil {
+			// VerifyLeader also waits for a new leader's barrier: before it,
+			// this store may lack what earlier leaders committed.
 			if err := a.reconcileMembers(); err != nil {
 				a.logger.Warn("reconciling members", "error", err)
 			}
@@ -152,14 +157,53 @@ func (a *Agent) maybeBootstrap() {
 		}
 		peers = append(peers, p)
 	}
-	if len(peers) < a.cfg.BootstrapExpect {
+	if len(peers) != a.cfg.BootstrapExpect {
+		// Fewer: wait. More: some may already form a cluster, and a
+		// bootstrap of a different set would diverge; the peer check
+		// below cannot tell which, so leave it to an operator.
+		if len(peers) > a.cfg.BootstrapExpect {
+			a.logger.Warn("more servers than bootstrap_expect: not bootstrapping", "seen", len(peers))
+		}
 		return
+	}
+	// A server that already has a raft configuration belongs to a cluster:
+	// join it (its leader adds this server) rather than start another.
+	for _, p := range peers {
+		if p.ID == a.nodeID {
+			continue
+		}
+		if has, err := a.peerHasConfiguration(p.Address); err != nil || has {
+			if err != nil {
+				a.logger.Debug("bootstrap: cannot ask a server for its peers yet", "server", p.Address, "error", err)
+			}
+			return
+		}
 	}
 	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
 	a.logger.Info("bootstrapping the cluster", "servers", len(peers))
 	if err := a.srv.BootstrapCluster(peers); err != nil {
 		a.logger.Error("bootstrap failed", "error", err)
 	}
+}
+
+// peerHasConfiguration asks a server, over the RPC, whether its raft has a
+// configuration (it bootstrapped or was added to a cluster).
+func (a *Agent) peerHasConfiguration(addr string) (bool, error) {
+	ctx, cancel := a.opContext(5 * time.Second)
+	defer cancel()
+	resp, err := a.rpcClient.ForwardHTTP(ctx, addr, &rpc.HTTPRequest{Method: http.MethodGet, Path: "/v1/status/peers",
+		Header: map[string][]string{httpapi.ForwardedHeader: {"1"}}})
+	if err != nil {
+		return false, err
+	}
+	if resp.Status != http.StatusOK {
+		return false, fmt.Errorf("status %d", resp.Status)
+	}
+	var peers []string
+	if err := json.Unmarshal(resp.Body, &peers); err != nil {
+		return false, err
+	}
+	return len(peers) > 0, nil
 }
 
 // serverPeer returns the raft peer of a server member of datacenter dc.
@@ -239,9 +283,11 @@ func (a *Agent) reconcileMember(m membership.Member) error {
 		Check: &structs.HealthCheck{Node: m.Name, CheckID: structs.SerfCheckID, Name: structs.SerfCheckName,
 			Status: status, Output: output},
 	}
-	if n != nil {
-		// Keep what the node's own agent registered (tagged addresses,
-		// meta); only the address and the health are gossip's.
+	if n != nil && n.Address == m.Addr {
+		// Only the health is gossip's: the node's own agent owns the rest
+		// (tagged addresses, meta), which this read may not have seen.
+		req.SkipNodeUpdate = true
+	} else if n != nil {
 		req.TaggedAddresses, req.NodeMeta = n.TaggedAddresses, n.Meta
 	}
 	_, err := a.srv.Apply(fsm.RegisterRequestType, req)

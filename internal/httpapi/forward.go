@@ -93,6 +93,11 @@ func (a *API) serveOrForward(w http.ResponseWriter, r *http.Request, local http.
 	for {
 		addrs, final, err := a.forwardTarget(r)
 		if err == nil && addrs == nil {
+			if bodyRead {
+				// An earlier attempt read the body: this server became
+				// the leader meanwhile and serves the request itself.
+				r.Body = io.NopCloser(bytes.NewReader(body))
+			}
 			local.ServeHTTP(w, r)
 			return
 		}
@@ -116,7 +121,7 @@ func (a *API) serveOrForward(w http.ResponseWriter, r *http.Request, local http.
 				return
 			}
 		}
-		retry := errors.Is(err, server.ErrNotLeader) || rpc.Unreachable(err)
+		retry := errors.Is(err, server.ErrNotLeader) || rpc.NeverSent(err)
 		if !retry || time.Now().After(deadline) || r.Context().Err() != nil {
 			if retry && a.deps.Server != nil {
 				err = server.ErrNotLeader // the leader we knew is gone; no new one yet

@@ -100,6 +100,15 @@ func (c *Cluster) Add() *Node {
 	return n
 }
 
+// Replace starts a server with a new ID and an empty data dir at the
+// address of old, which must be killed: a machine that lost its disk.
+func (c *Cluster) Replace(old *Node) *Node {
+	n := c.newNode()
+	n.Addr = old.Addr
+	c.startNode(n, nil, true)
+	return n
+}
+
 func (c *Cluster) newNode() *Node {
 	i := len(c.Nodes) + 1
 	n := &Node{

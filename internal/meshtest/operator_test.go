@@ -1,6 +1,7 @@
 package meshtest
 
 import (
+	"github.com/trellis-mesh/trellis/internal/server"
 	"testing"
 )
 
@@ -61,4 +62,36 @@ func TestRemoveDeadPeer(t *testing.T) {
 	if err := leader.Server().RemovePeer("", ""); err == nil {
 		t.Error("remove with neither id nor address succeeded")
 	}
+}
+
+// Review finding: a server back with a new ID at its old address was added
+// as a fourth voter next to its dead old entry, raising the quorum.
+func TestAddVoterReplacesStaleIDAtSameAddress(t *testing.T) {
+	c := New(t, 3)
+	leader := c.Leader(t)
+	var lost *Node
+	for _, n := range c.Nodes {
+		if n != leader {
+			lost = n
+			break
+		}
+	}
+	c.Kill(lost)
+	fresh := c.Replace(lost)
+	if err := leader.Server().AddVoter(server.Peer{ID: fresh.ID, Address: string(fresh.Addr)}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := leader.Server().Configuration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Servers) != 3 {
+		t.Fatalf("configuration has %d servers, want 3: %+v", len(cfg.Servers), cfg.Servers)
+	}
+	for _, s := range cfg.Servers {
+		if s.ID == lost.ID {
+			t.Fatalf("the dead ID is still a voter: %+v", s)
+		}
+	}
+	put(t, leader, "after-replace", "ok")
 }

@@ -149,11 +149,31 @@ func (c *Client) numConns() int {
 // Unreachable reports whether err says the server could not be reached at
 // all, so that the request was never sent and may go to another server. A
 // connection that broke mid-call is also Unavailable to gRPC, but then the
-// request may have been served: that is not Unreachable.
+// request may have been served: that is not Unreachable. Only the gRPC
+// status's own message is looked at, not text that wrapped it (which may
+// quote a request path).
 func Unreachable(err error) bool {
-	if status.Code(err) != codes.Unavailable {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
 		return false
 	}
-	msg := status.Convert(err).Message()
+	st := se.GRPCStatus()
+	if st.Code() != codes.Unavailable {
+		return false
+	}
+	msg := st.Message()
 	return strings.Contains(msg, "Error while dialing") || strings.Contains(msg, "connection refused")
+}
+
+// NotSentError says that no server was reached: the request was never
+// served anywhere, so sending it again is safe.
+type NotSentError struct{ Err error }
+
+func (e NotSentError) Error() string { return e.Err.Error() }
+func (e NotSentError) Unwrap() error { return e.Err }
+
+// NeverSent reports whether err is a NotSentError.
+func NeverSent(err error) bool {
+	var ns NotSentError
+	return errors.As(err, &ns)
 }

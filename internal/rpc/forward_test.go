@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -431,5 +432,25 @@ func TestUnreachableOnlyBeforeSending(t *testing.T) {
 	}
 	if Unreachable(status.Error(codes.Internal, "connection refused")) {
 		t.Error("a non-Unavailable error counted as unreachable")
+	}
+}
+
+// Review finding: a joined error that holds one dial failure and one cut
+// call, or a wrapper quoting "connection refused" in a path, counted as
+// never sent, so the write could be sent twice.
+func TestUnreachableLooksAtTheStatusOnly(t *testing.T) {
+	dial := status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`)
+	cut := status.Error(codes.Unavailable, "error reading from server: EOF")
+	if !Unreachable(fmt.Errorf("forward PUT /v1/kv/x: %w", dial)) {
+		t.Error("a wrapped dial failure is not unreachable")
+	}
+	if Unreachable(fmt.Errorf("forward PUT /v1/kv/connection refused: %w", cut)) {
+		t.Error("a cut call whose path says 'connection refused' counted as unreachable")
+	}
+	if NeverSent(errors.Join(dial, cut)) {
+		t.Error("a plain error counted as never sent")
+	}
+	if !NeverSent(NotSentError{Err: dial}) {
+		t.Error("NotSentError is not NeverSent")
 	}
 }

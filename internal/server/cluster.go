@@ -49,6 +49,13 @@ func (s *Server) AddVoter(p Peer) error {
 		if string(srv.ID) == p.ID && string(srv.Address) == p.Address && srv.Suffrage == raft.Voter {
 			return nil
 		}
+		if string(srv.Address) == p.Address && string(srv.ID) != p.ID {
+			// The same server came back with a new ID (it lost its data
+			// dir): its old entry would be a voter that never answers.
+			if err := s.raft.RemoveServer(srv.ID, 0, 30*time.Second).Error(); err != nil {
+				return fmt.Errorf("server: remove stale voter %s at %s: %w", srv.ID, srv.Address, applyError(err))
+			}
+		}
 	}
 	if err := s.raft.AddVoter(raft.ServerID(p.ID), raft.ServerAddress(p.Address), 0, 30*time.Second).Error(); err != nil {
 		return fmt.Errorf("server: add voter %s: %w", p.ID, applyError(err))

@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -44,6 +45,23 @@ func TestClientAgent(t *testing.T) {
 		}
 		return nil
 	})
+	// Headers the servers use among themselves are ignored from outside:
+	// a forged "forwarded" mark must not make the client serve state it
+	// does not have.
+	req, err := http.NewRequest("GET", "http://"+client.addr()+"/v1/catalog/nodes", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Trellis-Forwarded", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("forged forwarded header: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("forged forwarded header: status %d, want 200 (served through a server)", resp.StatusCode)
+	}
+
 	// KV and sessions through the client; a session defaults to the
 	// client's node.
 	if _, err := c.KV().Put(&api.KVPair{Key: "via-client", Value: []byte("yes")}, nil); err != nil {

@@ -441,3 +441,49 @@ func TestFollowerHoldsWritesThroughFailover(t *testing.T) {
 		t.Fatalf("read back = %+v, %v", kv, err)
 	}
 }
+
+// `leave` on a server makes it leave gossip gracefully: the others see it
+// as left, and the leader takes it out of the raft configuration, so the
+// remaining two still make a quorum.
+func TestLeaveRemovesServer(t *testing.T) {
+	all := startCluster(t, 3)
+	leader := waitLeader(t, all, nil)
+	var leaving *member
+	for _, m := range all {
+		if m != leader {
+			leaving = m
+			break
+		}
+	}
+	if err := leaving.client(t).Agent().Leave(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-leaving.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not exit after leave")
+	}
+	c := leader.client(t)
+	eventually(t, 30*time.Second, func() error {
+		cfg, err := c.Operator().RaftGetConfiguration(nil)
+		if err != nil {
+			return err
+		}
+		if len(cfg.Servers) != 2 {
+			return fmt.Errorf("raft configuration has %d servers, want 2", len(cfg.Servers))
+		}
+		members, err := c.Agent().Members(false)
+		if err != nil {
+			return err
+		}
+		for _, m := range members {
+			if m.Name == leaving.name && m.Status != 3 {
+				return fmt.Errorf("%s has status %d, want left (3)", m.Name, m.Status)
+			}
+		}
+		return nil
+	})
+	if _, err := c.KV().Put(&api.KVPair{Key: "after-leave", Value: []byte("ok")}, nil); err != nil {
+		t.Fatalf("write after a server left: %v", err)
+	}
+}
