@@ -16,26 +16,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/trellis-mesh/trellis/tests/testbin"
 )
 
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "trellis-durability")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "trellis")
-	build := exec.Command("go", "build", "-o", binary, "github.com/trellis-mesh/trellis/cmd/trellis")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building trellis:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, func(path string) { binary = path })
 }
 
 type proc struct {

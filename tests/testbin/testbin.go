@@ -1,0 +1,33 @@
+// Package testbin builds the trellis binary once for a test package that
+// runs it as real processes.
+package testbin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// Main builds the binary, runs the package's tests with its path, removes
+// it, and exits with the tests' code. Call it from TestMain.
+func Main(m *testing.M, set func(path string)) {
+	dir, err := os.MkdirTemp("", "trellis-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	path := filepath.Join(dir, "trellis")
+	build := exec.Command("go", "build", "-o", path, "github.com/trellis-mesh/trellis/cmd/trellis")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building trellis:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	set(path)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
