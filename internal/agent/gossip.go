@@ -11,6 +11,8 @@ import (
 	"github.com/trellis-mesh/trellis/internal/state"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"time"
@@ -53,6 +55,17 @@ func (a *Agent) startGossip() error {
 		NodeName: a.nodeName, NodeID: a.nodeID, Datacenter: a.cfg.Datacenter,
 		BindAddr: a.cfg.BindAddr, BindPort: max(a.cfg.SerfLANPort, 0), AdvertiseAddr: a.cfg.AdvertiseAddr,
 		Tags: tags, Logger: a.logger,
+	}
+	cfg.ReconnectTimeout = a.cfg.ReconnectTimeout
+	if a.cfg.DataDir != "" {
+		// The snapshot lets a restarted agent remember the members (and
+		// rejoin them), so that a restarted leader does not take members
+		// it has not heard from yet for reaped ones.
+		dir := filepath.Join(a.cfg.DataDir, "serf")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("agent: gossip snapshot dir: %w", err)
+		}
+		cfg.SnapshotPath = filepath.Join(dir, "local.snapshot")
 	}
 	if a.opts.GossipTiming != nil {
 		cfg.Timing = *a.opts.GossipTiming

@@ -26,6 +26,7 @@ func build(fc *fileConfig, dev bool) (*RuntimeConfig, error) {
 		Join:                    fc.StartJoin,
 		RetryJoin:               fc.RetryJoin,
 		RetryInterval:           durOr(fc.RetryInterval, 30*time.Second),
+		ReconnectTimeout:        durOr(fc.ReconnectTimeout, 72*time.Hour),
 		RetryMaxAttempts:        intOr(fc.RetryMax, 0),
 		LogLevel:                strings.ToLower(strOr(fc.LogLevel, "info")),
 		LogJSON:                 boolOr(fc.LogJSON, false),
@@ -307,6 +308,9 @@ func buildMisc(rc *RuntimeConfig, fc *fileConfig) error {
 	}
 	if rc.RetryMaxAttempts < 0 {
 		return fmt.Errorf("config: retry_max: %d is negative", rc.RetryMaxAttempts)
+	}
+	if rc.ReconnectTimeout < 8*time.Hour {
+		return fmt.Errorf("config: reconnect_timeout: %v is below the minimum of 8h", rc.ReconnectTimeout)
 	}
 	return nil
 }

@@ -50,6 +50,7 @@ type RuntimeConfig struct {
 	Join             []string // start_join and -join
 	RetryJoin        []string
 	RetryInterval    time.Duration // default 30s
+	ReconnectTimeout time.Duration // default 72h; at least 8h
 	RetryMaxAttempts int           // 0: forever
 
 	LogLevel             string // trace, debug, info, warn or error; default "info", "debug" with -dev

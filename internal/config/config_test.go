@@ -623,3 +623,25 @@ func TestLoadCheckIDSpellings(t *testing.T) {
 		})
 	}
 }
+
+func TestReconnectTimeout(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rc, err := Load([]string{"-dev"})
+	if err != nil || rc.ReconnectTimeout != 72*time.Hour {
+		t.Fatalf("default reconnect_timeout = %v, %v; want 72h", rc.ReconnectTimeout, err)
+	}
+	rc, err = Load([]string{"-dev", "-config-file", write(`{"reconnect_timeout": "12h"}`)})
+	if err != nil || rc.ReconnectTimeout != 12*time.Hour {
+		t.Fatalf("reconnect_timeout 12h = %v, %v", rc.ReconnectTimeout, err)
+	}
+	if _, err := Load([]string{"-dev", "-config-file", write(`{"reconnect_timeout": "1h"}`)}); err == nil || !strings.Contains(err.Error(), "reconnect_timeout") {
+		t.Fatalf("reconnect_timeout below 8h: err = %v, want one naming the key", err)
+	}
+}

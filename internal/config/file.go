@@ -35,7 +35,11 @@ type fileConfig struct {
 	StartJoin     []string       `cfg:"start_join"`
 	RetryJoin     []string       `cfg:"retry_join"`
 	RetryInterval *time.Duration `cfg:"retry_interval"` // default 30s
-	RetryMax      *int           `cfg:"retry_max"`      // 0: retry forever
+	// ReconnectTimeout is how long a failed member is tried before it is
+	// reaped from the LAN pool (and so from the catalog); at least 8h,
+	// default 72h, as Consul's.
+	ReconnectTimeout *time.Duration `cfg:"reconnect_timeout"`
+	RetryMax         *int           `cfg:"retry_max"` // 0: retry forever
 
 	// Logging and process.
 	LogLevel             *string `cfg:"log_level"` // trace, debug, info, warn, error
@@ -105,15 +109,15 @@ type fileConfig struct {
 	LogRotateBytes            ignored `cfg:"log_rotate_bytes"`
 	LogRotateDuration         ignored `cfg:"log_rotate_duration"`
 	LogRotateMaxFiles         ignored `cfg:"log_rotate_max_files"`
-	ReconnectTimeout          ignored `cfg:"reconnect_timeout"`
-	ServerName                ignored `cfg:"server_name"`
-	SessionTTLMin             ignored `cfg:"session_ttl_min"`
-	CheckUpdateInterval       ignored `cfg:"check_update_interval"`
-	HTTPConfig                ignored `cfg:"http_config"`
-	Watches                   ignored `cfg:"watches"`
-	ConfigEntries             ignored `cfg:"config_entries"`
-	Cache                     ignored `cfg:"cache"`
-	Peering                   ignored `cfg:"peering"`
+
+	ServerName          ignored `cfg:"server_name"`
+	SessionTTLMin       ignored `cfg:"session_ttl_min"`
+	CheckUpdateInterval ignored `cfg:"check_update_interval"`
+	HTTPConfig          ignored `cfg:"http_config"`
+	Watches             ignored `cfg:"watches"`
+	ConfigEntries       ignored `cfg:"config_entries"`
+	Cache               ignored `cfg:"cache"`
+	Peering             ignored `cfg:"peering"`
 }
 
 type addressesConfig struct {

@@ -43,6 +43,7 @@ type member struct {
 	httpPort, serfPort, rpcPort int
 	dnsPort                     int  // -1 for servers; clients serve DNS
 	isClient                    bool // a client agent, not a server
+	noJoin                      bool // start without -retry-join
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -82,7 +83,7 @@ func (m *member) start(t *testing.T, all []*member) {
 		args = append(args, "-server", "-bootstrap-expect", fmt.Sprint(servers))
 	}
 	for _, o := range all {
-		if o != m && !o.isClient {
+		if o != m && !o.isClient && !m.noJoin {
 			args = append(args, "-retry-join", fmt.Sprintf("%s:%d", o.ip, o.serfPort))
 		}
 	}
@@ -472,4 +473,32 @@ func TestLeaveRemovesServer(t *testing.T) {
 	if _, err := c.KV().Put(&api.KVPair{Key: "after-leave", Value: []byte("ok")}, nil); err != nil {
 		t.Fatalf("write after a server left: %v", err)
 	}
+}
+
+// With a data dir, gossip keeps a snapshot of the members: a server
+// restarted with no join address finds its cluster again by itself.
+func TestRestartRejoinsFromGossipSnapshot(t *testing.T) {
+	all := startCluster(t, 3)
+	waitLeader(t, all, nil)
+	m := all[2]
+	m.kill()
+	m.noJoin = true
+	m.start(t, all)
+	eventually(t, 30*time.Second, func() error {
+		members, err := m.client(t).Agent().Members(false)
+		if err != nil {
+			return err
+		}
+		alive := 0
+		for _, mm := range members {
+			if mm.Status == 1 {
+				alive++
+			}
+		}
+		if alive != 3 {
+			return fmt.Errorf("restarted %s sees %d alive members, want 3", m.name, alive)
+		}
+		return nil
+	})
+	waitLeader(t, all, nil)
 }
