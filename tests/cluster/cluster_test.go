@@ -215,22 +215,7 @@ func TestClusterFormsByGossipAndForwards(t *testing.T) {
 	// Every member sees three alive members, and the leader has put every
 	// node in the catalog with a passing serfHealth.
 	for _, m := range all {
-		eventually(t, 30*time.Second, func() error {
-			members, err := m.client(t).Agent().Members(false)
-			if err != nil {
-				return err
-			}
-			alive := 0
-			for _, mm := range members {
-				if mm.Status == 1 {
-					alive++
-				}
-			}
-			if alive != 3 {
-				return fmt.Errorf("%s sees %d alive members", m.name, alive)
-			}
-			return nil
-		})
+		eventually(t, 30*time.Second, seesAlive(t, m, 3))
 	}
 	eventually(t, 30*time.Second, func() error {
 		checks, _, err := all[0].client(t).Health().State(api.HealthPassing, nil)
@@ -484,7 +469,13 @@ func TestRestartRejoinsFromGossipSnapshot(t *testing.T) {
 	m.kill()
 	m.noJoin = true
 	m.start(t, all)
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 30*time.Second, seesAlive(t, m, 3))
+	waitLeader(t, all, nil)
+}
+
+// seesAlive is a condition for eventually: m's member list shows n alive.
+func seesAlive(t *testing.T, m *member, n int) func() error {
+	return func() error {
 		members, err := m.client(t).Agent().Members(false)
 		if err != nil {
 			return err
@@ -495,10 +486,9 @@ func TestRestartRejoinsFromGossipSnapshot(t *testing.T) {
 				alive++
 			}
 		}
-		if alive != 3 {
-			return fmt.Errorf("restarted %s sees %d alive members, want 3", m.name, alive)
+		if alive != n {
+			return fmt.Errorf("%s sees %d alive members, want %d", m.name, alive, n)
 		}
 		return nil
-	})
-	waitLeader(t, all, nil)
+	}
 }
