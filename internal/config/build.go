@@ -28,6 +28,10 @@ func build(fc *fileConfig, dev bool) (*RuntimeConfig, error) {
 		RetryInterval:           durOr(fc.RetryInterval, 30*time.Second),
 		ReconnectTimeout:        durOr(fc.ReconnectTimeout, 72*time.Hour),
 		RetryMaxAttempts:        intOr(fc.RetryMax, 0),
+		JoinWAN:                 fc.StartJoinWAN,
+		RetryJoinWAN:            fc.RetryJoinWAN,
+		RetryIntervalWAN:        durOr(fc.RetryIntervalWAN, 30*time.Second),
+		RetryMaxAttemptsWAN:     intOr(fc.RetryMaxWAN, 0),
 		LogLevel:                strings.ToLower(strOr(fc.LogLevel, "info")),
 		LogJSON:                 boolOr(fc.LogJSON, false),
 		UIEnabled:               boolOr(fc.UIConfig.Enabled, false),
@@ -311,6 +315,43 @@ func buildMisc(rc *RuntimeConfig, fc *fileConfig) error {
 	}
 	if rc.ReconnectTimeout < 8*time.Hour {
 		return fmt.Errorf("config: reconnect_timeout: %v is below the minimum of 8h", rc.ReconnectTimeout)
+	}
+	if rc.RetryMaxAttemptsWAN < 0 {
+		return fmt.Errorf("config: retry_max_wan: %d is negative", rc.RetryMaxAttemptsWAN)
+	}
+	if (len(rc.JoinWAN) > 0 || len(rc.RetryJoinWAN) > 0) && !rc.Server {
+		return fmt.Errorf("config: start_join_wan and retry_join_wan require server = true: only servers join the WAN pool")
+	}
+	rc.AdvertiseAddrWAN = rc.AdvertiseAddr
+	if fc.AdvertiseAddrWAN != nil {
+		rc.AdvertiseAddrWAN = strings.TrimSpace(*fc.AdvertiseAddrWAN)
+		if ip := net.ParseIP(rc.AdvertiseAddrWAN); ip == nil || ip.IsUnspecified() {
+			return fmt.Errorf("config: advertise_addr_wan: %q is not an IP address peers can reach", rc.AdvertiseAddrWAN)
+		}
+	}
+	return buildAutopilot(rc, fc)
+}
+
+func buildAutopilot(rc *RuntimeConfig, fc *fileConfig) error {
+	ap := fc.Autopilot
+	rc.Autopilot = AutopilotConfig{
+		CleanupDeadServers:      boolOr(ap.CleanupDeadServers, true),
+		LastContactThreshold:    durOr(ap.LastContactThreshold, 200*time.Millisecond),
+		ServerStabilizationTime: durOr(ap.ServerStabilizationTime, 10*time.Second),
+	}
+	switch trailing, quorum := intOr(ap.MaxTrailingLogs, 250), intOr(ap.MinQuorum, 0); {
+	case trailing < 0:
+		return fmt.Errorf("config: autopilot.max_trailing_logs: %d is negative", trailing)
+	case quorum < 0:
+		return fmt.Errorf("config: autopilot.min_quorum: %d is negative", quorum)
+	default:
+		rc.Autopilot.MaxTrailingLogs, rc.Autopilot.MinQuorum = uint64(trailing), uint(quorum)
+	}
+	if rc.Autopilot.LastContactThreshold <= 0 {
+		return fmt.Errorf("config: autopilot.last_contact_threshold: %v must be positive", rc.Autopilot.LastContactThreshold)
+	}
+	if rc.Autopilot.ServerStabilizationTime < 0 {
+		return fmt.Errorf("config: autopilot.server_stabilization_time: %v is negative", rc.Autopilot.ServerStabilizationTime)
 	}
 	return nil
 }

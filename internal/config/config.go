@@ -53,6 +53,15 @@ type RuntimeConfig struct {
 	ReconnectTimeout time.Duration // default 72h; at least 8h
 	RetryMaxAttempts int           // 0: forever
 
+	// The WAN pool (servers only).
+	JoinWAN             []string // start_join_wan and -join-wan
+	RetryJoinWAN        []string
+	RetryIntervalWAN    time.Duration // default 30s
+	RetryMaxAttemptsWAN int           // 0: forever
+	AdvertiseAddrWAN    string        // default AdvertiseAddr
+
+	Autopilot AutopilotConfig
+
 	LogLevel             string // trace, debug, info, warn or error; default "info", "debug" with -dev
 	LogJSON              bool
 	UIEnabled            bool
@@ -235,4 +244,14 @@ func formatOf(path string) string {
 		return "hcl"
 	}
 	return ""
+}
+
+// AutopilotConfig is the autopilot block, as Consul's: the leader's view
+// of server health, and dead-server cleanup.
+type AutopilotConfig struct {
+	CleanupDeadServers      bool          // default true
+	LastContactThreshold    time.Duration // default 200ms
+	MaxTrailingLogs         uint64        // default 250
+	MinQuorum               uint          // default 0: no floor
+	ServerStabilizationTime time.Duration // default 10s
 }

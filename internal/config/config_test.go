@@ -645,3 +645,33 @@ func TestReconnectTimeout(t *testing.T) {
 		t.Fatalf("reconnect_timeout below 8h: err = %v, want one naming the key", err)
 	}
 }
+
+func TestWANAndAutopilot(t *testing.T) {
+	rc := mustLoad(t, "-node", "n1")
+	check(t, "default autopilot", rc.Autopilot, AutopilotConfig{CleanupDeadServers: true,
+		LastContactThreshold: 200 * time.Millisecond, MaxTrailingLogs: 250, ServerStabilizationTime: 10 * time.Second})
+	check(t, "default advertise_addr_wan", rc.AdvertiseAddrWAN, rc.AdvertiseAddr)
+
+	rc = mustLoad(t, "-node", "n1", "-server", "-join-wan", "127.0.0.5", "-retry-join-wan", "127.0.0.6:8302",
+		"-retry-interval-wan", "2s", "-advertise-wan", "127.0.0.9", "-hcl",
+		`autopilot { cleanup_dead_servers = false last_contact_threshold = "1s" max_trailing_logs = 10 min_quorum = 3 server_stabilization_time = "0s" }`)
+	check(t, "JoinWAN", rc.JoinWAN, []string{"127.0.0.5"})
+	check(t, "RetryJoinWAN", rc.RetryJoinWAN, []string{"127.0.0.6:8302"})
+	check(t, "RetryIntervalWAN", rc.RetryIntervalWAN, 2*time.Second)
+	check(t, "AdvertiseAddrWAN", rc.AdvertiseAddrWAN, "127.0.0.9")
+	check(t, "autopilot", rc.Autopilot, AutopilotConfig{LastContactThreshold: time.Second, MaxTrailingLogs: 10, MinQuorum: 3})
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-join-wan", "127.0.0.5"}, "require server = true"},
+		{[]string{"-server", "-advertise-wan", "0.0.0.0"}, "advertise_addr_wan"},
+		{[]string{"-hcl", `autopilot { max_trailing_logs = -1 }`}, "autopilot.max_trailing_logs"},
+		{[]string{"-hcl", `autopilot { last_contact_threshold = "0s" }`}, "autopilot.last_contact_threshold"},
+	} {
+		if _, err := Load(append([]string{"-node", "n1"}, tt.args...)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Load(%q) error = %v, want one containing %q", tt.args, err, tt.want)
+		}
+	}
+}

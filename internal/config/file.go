@@ -41,6 +41,15 @@ type fileConfig struct {
 	ReconnectTimeout *time.Duration `cfg:"reconnect_timeout"`
 	RetryMax         *int           `cfg:"retry_max"` // 0: retry forever
 
+	// The WAN pool joins the servers of every datacenter.
+	StartJoinWAN     []string       `cfg:"start_join_wan"`
+	RetryJoinWAN     []string       `cfg:"retry_join_wan"`
+	RetryIntervalWAN *time.Duration `cfg:"retry_interval_wan"` // default 30s
+	RetryMaxWAN      *int           `cfg:"retry_max_wan"`      // 0: retry forever
+	AdvertiseAddrWAN *string        `cfg:"advertise_addr_wan"` // default advertise_addr
+
+	Autopilot autopilotConfig `cfg:"autopilot"`
+
 	// Logging and process.
 	LogLevel             *string `cfg:"log_level"` // trace, debug, info, warn, error
 	LogJSON              *bool   `cfg:"log_json"`
@@ -93,12 +102,9 @@ type fileConfig struct {
 	Connect                   ignored `cfg:"connect"`
 	Performance               ignored `cfg:"performance"`
 	Telemetry                 ignored `cfg:"telemetry"`
-	Autopilot                 ignored `cfg:"autopilot"`
-	AdvertiseAddrWAN          ignored `cfg:"advertise_addr_wan"`
 	TranslateWANAddrs         ignored `cfg:"translate_wan_addrs"`
 	PrimaryDatacenter         ignored `cfg:"primary_datacenter"`
 	RejoinAfterLeave          ignored `cfg:"rejoin_after_leave"`
-	RetryJoinWAN              ignored `cfg:"retry_join_wan"`
 	RaftProtocol              ignored `cfg:"raft_protocol"`
 	DisableHostNodeID         ignored `cfg:"disable_host_node_id"`
 	DisableKeyringFile        ignored `cfg:"disable_keyring_file"`
@@ -177,6 +183,20 @@ type dnsConfig struct {
 	UseCache                 ignored `cfg:"use_cache"`
 	CacheMaxAge              ignored `cfg:"cache_max_age"`
 	PreferNamespace          ignored `cfg:"prefer_namespace"`
+}
+
+// autopilotConfig is the "autopilot" block: how the leader judges server
+// health and whether it removes dead servers.
+type autopilotConfig struct {
+	CleanupDeadServers      *bool          `cfg:"cleanup_dead_servers"`      // default true
+	LastContactThreshold    *time.Duration `cfg:"last_contact_threshold"`    // default 200ms
+	MaxTrailingLogs         *int           `cfg:"max_trailing_logs"`         // default 250
+	MinQuorum               *int           `cfg:"min_quorum"`                // default 0
+	ServerStabilizationTime *time.Duration `cfg:"server_stabilization_time"` // default 10s
+
+	DisableUpgradeMigration ignored `cfg:"disable_upgrade_migration"`
+	RedundancyZoneTag       ignored `cfg:"redundancy_zone_tag"`
+	UpgradeVersionTag       ignored `cfg:"upgrade_version_tag"`
 }
 
 type limitsConfig struct {

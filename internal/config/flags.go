@@ -54,6 +54,11 @@ func newFlagSet(f *cliFlags) *flag.FlagSet {
 	fs.Var(appendFlag{&c.RetryJoin}, "retry-join", "Join this address, retrying until it succeeds. Repeatable.")
 	fs.Var(durationFlag{&c.RetryInterval}, "retry-interval", "Time between -retry-join attempts.")
 	fs.Var(intFlag{&c.RetryMax}, "retry-max", "Give up -retry-join after this many attempts; 0 never gives up.")
+	fs.Var(appendFlag{&c.StartJoinWAN}, "join-wan", "Join this server's WAN pool address at start (servers only). Repeatable.")
+	fs.Var(appendFlag{&c.RetryJoinWAN}, "retry-join-wan", "Join this WAN address, retrying until it succeeds (servers only). Repeatable.")
+	fs.Var(durationFlag{&c.RetryIntervalWAN}, "retry-interval-wan", "Time between -retry-join-wan attempts.")
+	fs.Var(intFlag{&c.RetryMaxWAN}, "retry-max-wan", "Give up -retry-join-wan after this many attempts; 0 never gives up.")
+	fs.Var(stringFlag{&c.AdvertiseAddrWAN}, "advertise-wan", "IP address to advertise to the WAN pool.")
 
 	fs.Var(stringFlag{&c.LogLevel}, "log-level", "Log level: trace, debug, info, warn or error.")
 	fs.Var(boolFlag{&c.LogJSON}, "log-json", "Log in JSON.")
