@@ -105,8 +105,9 @@ type Agent struct {
 	events  []*structs.UserEvent // guarded by eventMu; a ring of the latest
 	eventCh chan struct{}        // guarded by eventMu; closed at the next event
 
-	lan           *membership.Pool   // the datacenter's gossip pool
-	stopRetryJoin context.CancelFunc // ends retry-join, if it runs
+	lan       *membership.Pool     // the datacenter's gossip pool
+	wan       *membership.Pool     // servers only: the pool of every datacenter's servers
+	stopJoins []context.CancelFunc // end the retry-joins that run
 
 	leaveCh   chan struct{}
 	leaveOnce sync.Once
@@ -218,6 +219,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.rpcClient != nil {
 		deps.Forwarder = forwarder{a.rpcClient}
 		deps.Servers = a.serverAddrs
+		deps.DatacenterServers = a.datacenterServers
 	}
 	a.api = httpapi.New(deps)
 	a.startRPCServer()
@@ -562,12 +564,15 @@ func (a *Agent) Close() error {
 		if a.rpcServer != nil {
 			a.rpcServer.Stop() // forwarded requests finish like local ones
 		}
-		if a.stopRetryJoin != nil {
-			a.stopRetryJoin()
+		for _, stop := range a.stopJoins {
+			stop()
 		}
 		close(a.done)
 		if a.lan != nil {
 			a.lan.Shutdown()
+		}
+		if a.wan != nil {
+			a.wan.Shutdown()
 		}
 		a.mu.Lock()
 		a.closed = true
@@ -653,6 +658,11 @@ func (a *Agent) GracefulLeave() {
 			}
 		}
 	}
+	if a.wan != nil {
+		if err := a.wan.Leave(); err != nil {
+			a.logger.Warn("leave: leaving WAN gossip failed", "error", err)
+		}
+	}
 	if a.lan != nil {
 		if err := a.lan.Leave(); err != nil {
 			a.logger.Warn("leave: leaving gossip failed", "error", err)
@@ -678,9 +688,9 @@ func (a *Agent) opContext(d time.Duration) (context.Context, context.CancelFunc)
 // client agent.
 func (a *Agent) dnsCatalog() dns.Catalog {
 	if a.store == nil {
-		return remoteDNSCatalog{a}
+		return dnsRouter{a: a, local: remoteDNSCatalog{a}}
 	}
-	return newDNSCatalog(a.store)
+	return dnsRouter{a: a, local: newDNSCatalog(a.store)}
 }
 
 func (a *Agent) raftStats() map[string]string {
@@ -747,9 +757,17 @@ func (a *Agent) Events() ([]*structs.UserEvent, <-chan struct{}) {
 	return append([]*structs.UserEvent(nil), a.events...), a.eventCh
 }
 
-// Members lists the members of the LAN pool.
-func (a *Agent) Members() []structs.AgentMember {
-	members := a.lan.Members()
+// Members lists the members of the LAN pool, or with wan of the WAN pool
+// (empty on a client agent, which is in none).
+func (a *Agent) Members(wan bool) []structs.AgentMember {
+	pool := a.lan
+	if wan {
+		if a.wan == nil {
+			return []structs.AgentMember{}
+		}
+		pool = a.wan
+	}
+	members := pool.Members()
 	out := make([]structs.AgentMember, 0, len(members))
 	for _, m := range members {
 		out = append(out, toAgentMember(m))

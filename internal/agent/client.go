@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/dns"
 	"github.com/trellis-mesh/trellis/internal/httpapi"
 	"github.com/trellis-mesh/trellis/internal/membership"
 	"github.com/trellis-mesh/trellis/internal/rpc"
@@ -43,6 +44,11 @@ func (a *Agent) remote(method, path string, query url.Values, body []byte) (*rpc
 	if len(addrs) == 0 {
 		return nil, errNoServers
 	}
+	return a.remoteAt(addrs, method, path, query, body)
+}
+
+// remoteAt is remote, to the servers at addrs.
+func (a *Agent) remoteAt(addrs []string, method, path string, query url.Values, body []byte) (*rpc.HTTPResponse, error) {
 	req := &rpc.HTTPRequest{
 		Method: method, Path: path, RawQuery: query.Encode(), Body: body,
 		Header: map[string][]string{httpapi.OriginNodeHeader: {a.nodeName}},
@@ -90,6 +96,43 @@ func (a *Agent) remoteJSON(method, path string, query url.Values, in, out any) e
 		return nil
 	}
 	return json.Unmarshal(resp.Body, out)
+}
+
+// remoteDCJSON reads path (a stale read) in another datacenter and decodes
+// a 200 answer into out; a 404 leaves out untouched. A server asks that
+// datacenter's servers; a client agent asks its own servers, which forward.
+// A datacenter no server knows is dns.ErrNoDatacenter.
+func (a *Agent) remoteDCJSON(dc, path string, out any) error {
+	if a.rpcClient == nil {
+		return dns.ErrNoDatacenter // a dev agent reaches no other server
+	}
+	q := url.Values{"stale": {""}}
+	var addrs []string
+	if a.srv != nil {
+		addrs = a.datacenterServers(dc)
+	} else {
+		addrs = a.serverAddrs()
+		q.Set("dc", dc)
+	}
+	if len(addrs) == 0 {
+		if a.srv != nil {
+			return dns.ErrNoDatacenter
+		}
+		return errNoServers
+	}
+	resp, err := a.remoteAt(addrs, http.MethodGet, path, q, nil)
+	if err != nil {
+		return err
+	}
+	switch {
+	case resp.Status == http.StatusOK:
+		return json.Unmarshal(resp.Body, out)
+	case resp.Status == http.StatusNotFound:
+		return nil
+	case bytes.Contains(resp.Body, []byte("No path to datacenter")):
+		return dns.ErrNoDatacenter
+	}
+	return fmt.Errorf("agent: GET %s in %s: %d %s", path, dc, resp.Status, bytes.TrimSpace(resp.Body))
 }
 
 // catalogNode returns what the catalog holds for this agent's node: from

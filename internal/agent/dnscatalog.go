@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/url"
 	"strings"
 	"sync"
 
@@ -72,4 +73,38 @@ func (c *dnsCatalog) Node(name string) (*structs.Node, error) {
 	defer r.Abort()
 	_, n, err := r.Node(nil, name)
 	return n, err
+}
+
+// localCatalog is this datacenter's catalog as DNS reads it: the store on
+// a server (dnsCatalog), the servers on a client agent.
+type localCatalog interface {
+	HealthService(name string) ([]*structs.CheckServiceNode, error)
+	Node(name string) (*structs.Node, error)
+}
+
+// dnsRouter implements dns.Catalog: this datacenter's names from local,
+// other datacenters' through their servers.
+type dnsRouter struct {
+	a     *Agent
+	local localCatalog
+}
+
+func (r dnsRouter) HealthService(dc, name string) ([]*structs.CheckServiceNode, error) {
+	if dc == r.a.cfg.Datacenter {
+		return r.local.HealthService(name)
+	}
+	var out []*structs.CheckServiceNode
+	err := r.a.remoteDCJSON(dc, "/v1/health/service/"+url.PathEscape(name), &out)
+	return out, err
+}
+
+func (r dnsRouter) Node(dc, name string) (*structs.Node, error) {
+	if dc == r.a.cfg.Datacenter {
+		return r.local.Node(name)
+	}
+	var ns *structs.NodeServices
+	if err := r.a.remoteDCJSON(dc, "/v1/catalog/node/"+url.PathEscape(name), &ns); err != nil || ns == nil {
+		return nil, err
+	}
+	return ns.Node, nil
 }

@@ -75,27 +75,13 @@ func (a *Agent) startGossip() error {
 		return fmt.Errorf("agent: gossip: %w", err)
 	}
 	a.lan = pool
-	if len(a.cfg.Join) > 0 {
-		if n, err := pool.Join(a.cfg.Join); n == 0 {
-			return fmt.Errorf("agent: join %v: %w", a.cfg.Join, err)
-		}
+	if err := a.joinPool(pool, a.cfg.Join, a.cfg.RetryJoin, a.cfg.RetryInterval); err != nil {
+		return err
 	}
-	if len(a.cfg.RetryJoin) > 0 {
-		ctx, cancel := context.WithCancel(context.Background())
-		a.stopRetryJoin = cancel
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			interval := a.cfg.RetryInterval
-			if interval == 0 {
-				interval = 30 * time.Second
-			}
-			if n, err := pool.RetryJoin(ctx, a.cfg.RetryJoin, interval); err != nil && ctx.Err() == nil {
-				a.logger.Warn("retry-join gave up", "error", err)
-			} else if n > 0 {
-				a.logger.Info("joined the cluster", "via", a.cfg.RetryJoin)
-			}
-		}()
+	if a.cfg.Server && a.cfg.SerfWANPort >= 0 {
+		if err := a.startWAN(tags); err != nil {
+			return err
+		}
 	}
 	events, cancel := pool.Subscribe()
 	a.wg.Add(1)
@@ -104,6 +90,63 @@ func (a *Agent) startGossip() error {
 		a.runMembership(events, cancel)
 	}()
 	return nil
+}
+
+// joinPool joins pool through join at once (failing if none answers), and
+// through retry in the background until one answers or the agent closes.
+func (a *Agent) joinPool(pool *membership.Pool, join, retry []string, interval time.Duration) error {
+	if len(join) > 0 {
+		if n, err := pool.Join(join); n == 0 {
+			return fmt.Errorf("agent: join %v: %w", join, err)
+		}
+	}
+	if len(retry) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopJoins = append(a.stopJoins, cancel)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if interval == 0 {
+			interval = 30 * time.Second
+		}
+		if n, err := pool.RetryJoin(ctx, retry, interval); err != nil && ctx.Err() == nil {
+			a.logger.Warn("retry-join gave up", "error", err)
+		} else if n > 0 {
+			a.logger.Info("joined the cluster", "via", retry)
+		}
+	}()
+	return nil
+}
+
+// startWAN joins this server to the WAN pool, which the servers of every
+// datacenter share: it is how a server finds the servers of another
+// datacenter to forward ?dc= requests to.
+func (a *Agent) startWAN(lanTags map[string]string) error {
+	tags := make(map[string]string, len(lanTags))
+	for k, v := range lanTags {
+		if k != tagExpect && k != "bootstrap" {
+			tags[k] = v
+		}
+	}
+	cfg := membership.Config{
+		NodeName: a.nodeName, NodeID: a.nodeID, Datacenter: a.cfg.Datacenter, WAN: true,
+		BindAddr: a.cfg.BindAddr, BindPort: a.cfg.SerfWANPort, AdvertiseAddr: a.cfg.AdvertiseAddrWAN,
+		Tags: tags, Logger: a.logger, ReconnectTimeout: a.cfg.ReconnectTimeout,
+	}
+	if a.cfg.DataDir != "" {
+		cfg.SnapshotPath = filepath.Join(a.cfg.DataDir, "serf", "remote.snapshot")
+	}
+	if a.opts.GossipTiming != nil {
+		cfg.Timing = *a.opts.GossipTiming
+	}
+	pool, err := membership.New(cfg)
+	if err != nil {
+		return fmt.Errorf("agent: WAN gossip: %w", err)
+	}
+	a.wan = pool
+	return a.joinPool(pool, a.cfg.JoinWAN, a.cfg.RetryJoinWAN, a.cfg.RetryIntervalWAN)
 }
 
 // runMembership handles gossip events: user events are recorded;
@@ -336,12 +379,16 @@ func decodeUserEvent(b []byte) (*structs.UserEvent, error) {
 	return &ev, nil
 }
 
-// Join joins the LAN pool through addrs. The WAN pool does not exist yet.
+// Join joins the LAN pool, or with wan the WAN pool, through addrs.
 func (a *Agent) Join(addrs []string, wan bool) (int, error) {
+	pool := a.lan
 	if wan {
-		return 0, structs.BadRequestError{Reason: "joining the WAN pool is not supported yet"}
+		if a.wan == nil {
+			return 0, structs.BadRequestError{Reason: "Must be a server to join WAN cluster"}
+		}
+		pool = a.wan
 	}
-	n, err := a.lan.Join(addrs)
+	n, err := pool.Join(addrs)
 	if n == 0 {
 		return 0, fmt.Errorf("agent: join %v: %w", addrs, err)
 	}

@@ -38,14 +38,19 @@ const (
 // node names case-insensitively, as Consul's catalog does.
 type Catalog interface {
 	// HealthService returns every instance of service name (any health)
-	// with its node and all checks (node-level checks and the service's
-	// checks) — the same as /v1/health/service/:name. Tag filtering is done
-	// by the DNS server. An unknown service is an empty result, not an
-	// error; an error makes the query fail with SERVFAIL.
-	HealthService(name string) ([]*structs.CheckServiceNode, error)
-	// Node returns the node by name, or nil if unknown.
-	Node(name string) (*structs.Node, error)
+	// in datacenter dc with its node and all checks (node-level checks and
+	// the service's checks) — the same as /v1/health/service/:name. Tag
+	// filtering is done by the DNS server. An unknown service is an empty
+	// result, not an error; ErrNoDatacenter makes the answer NXDOMAIN; any
+	// other error makes it SERVFAIL.
+	HealthService(dc, name string) ([]*structs.CheckServiceNode, error)
+	// Node returns the node by name in datacenter dc, or nil if unknown.
+	Node(dc, name string) (*structs.Node, error)
 }
+
+// ErrNoDatacenter is the Catalog's error for a datacenter it cannot reach
+// or does not know.
+var ErrNoDatacenter = errors.New("dns: no path to datacenter")
 
 // Config is the runtime configuration of the DNS server. New validates it
 // and fills in defaults; it is not modified afterwards.

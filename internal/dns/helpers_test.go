@@ -21,6 +21,7 @@ type fakeCatalog struct {
 	services map[string][]*structs.CheckServiceNode // by lower-case name
 	checks   map[string][]*structs.HealthCheck      // node-level, by node
 	err      error                                  // returned by every call when set
+	remote   map[string]*fakeCatalog                // other datacenters' catalogs, by name
 	calls    []string
 }
 
@@ -32,7 +33,24 @@ func newFakeCatalog() *fakeCatalog {
 	}
 }
 
-func (c *fakeCatalog) HealthService(name string) ([]*structs.CheckServiceNode, error) {
+// dc returns the catalog of datacenter dc: c itself for dc1.
+func (c *fakeCatalog) dc(dc string) (*fakeCatalog, error) {
+	if dc == "dc1" {
+		return c, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.remote[dc]; r != nil {
+		return r, nil
+	}
+	return nil, ErrNoDatacenter
+}
+
+func (c *fakeCatalog) HealthService(dc, name string) ([]*structs.CheckServiceNode, error) {
+	c, err := c.dc(dc)
+	if err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, "service "+name)
@@ -48,7 +66,11 @@ func (c *fakeCatalog) HealthService(name string) ([]*structs.CheckServiceNode, e
 	return out, nil
 }
 
-func (c *fakeCatalog) Node(name string) (*structs.Node, error) {
+func (c *fakeCatalog) Node(dc, name string) (*structs.Node, error) {
+	c, err := c.dc(dc)
+	if err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, "node "+name)

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"encoding/hex"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"sort"
@@ -29,6 +30,7 @@ type query struct {
 	req    *dns.Msg
 	q      dns.Question
 	domain string // the domain it was asked in; answers use it
+	dc     string // the datacenter asked about: ours unless named
 	tcp    bool
 }
 
@@ -50,9 +52,14 @@ func (s *Server) answer(req *dns.Msg, domain string, tcp bool) *dns.Msg {
 			kind = i
 		}
 	}
-	if kind <= 0 || !s.localDatacenter(labels[kind+1:]) {
+	if kind <= 0 {
 		return s.nxdomain(qr)
 	}
+	dc, ok := s.datacenter(labels[kind+1:])
+	if !ok {
+		return s.nxdomain(qr)
+	}
+	qr.dc = dc
 	parts := labels[:kind]
 	switch labels[kind] {
 	case "service":
@@ -64,18 +71,18 @@ func (s *Server) answer(req *dns.Msg, domain string, tcp bool) *dns.Msg {
 	}
 }
 
-// localDatacenter reports whether the labels after the kind label name our
-// datacenter: none, "<dc>", or "<dc>.dc".
-func (s *Server) localDatacenter(suffix []string) bool {
-	switch len(suffix) {
-	case 0:
-		return true
-	case 1:
-		return suffix[0] == s.cfg.Datacenter
-	case 2:
-		return suffix[0] == s.cfg.Datacenter && suffix[1] == "dc"
+// datacenter returns the datacenter named by the labels after the kind
+// label: none (ours), "<dc>" or "<dc>.dc".
+func (s *Server) datacenter(suffix []string) (string, bool) {
+	switch {
+	case len(suffix) == 0:
+		return s.cfg.Datacenter, true
+	case len(suffix) == 1:
+		return suffix[0], true
+	case len(suffix) == 2 && suffix[1] == "dc":
+		return suffix[0], true
 	}
-	return false
+	return "", false
 }
 
 // reply starts an authoritative NOERROR reply to qr.
@@ -145,7 +152,7 @@ func (s *Server) apex(qr query) *dns.Msg {
 			Ns:  target,
 		}}
 		// Glue is best effort: the NS answer stands without it.
-		node, err := s.catalog.Node(strings.ToLower(s.cfg.NodeName))
+		node, err := s.catalog.Node(s.cfg.Datacenter, strings.ToLower(s.cfg.NodeName))
 		if err != nil {
 			s.log.Debug("dns: NS glue", "node", s.cfg.NodeName, "error", err)
 		}
@@ -167,7 +174,10 @@ func (s *Server) nodeLookup(qr query, name string) *dns.Msg {
 	if name == "" {
 		return s.nxdomain(qr)
 	}
-	node, err := s.catalog.Node(name)
+	node, err := s.catalog.Node(qr.dc, name)
+	if errors.Is(err, ErrNoDatacenter) {
+		return s.nxdomain(qr)
+	}
 	if err != nil {
 		return s.servfail(qr, "node "+name, err)
 	}
@@ -237,7 +247,10 @@ func (s *Server) serviceLookup(qr query, parts []string) *dns.Msg {
 	if service == "" {
 		return s.nxdomain(qr)
 	}
-	entries, err := s.catalog.HealthService(service)
+	entries, err := s.catalog.HealthService(qr.dc, service)
+	if errors.Is(err, ErrNoDatacenter) {
+		return s.nxdomain(qr)
+	}
 	if err != nil {
 		return s.servfail(qr, "service "+service, err)
 	}
@@ -384,9 +397,9 @@ func (s *Server) srvRecords(qr query, insts []instance, ttl uint32) []record {
 		var target string
 		switch {
 		case in.nodeAddr:
-			target = nodeTarget(in.node.Node, s.cfg.Datacenter, qr.domain)
+			target = nodeTarget(in.node.Node, qr.dc, qr.domain)
 		case in.ip.IsValid():
-			target = addrTarget(in.ip, s.cfg.Datacenter, qr.domain)
+			target = addrTarget(in.ip, qr.dc, qr.domain)
 		default:
 			target = dns.Fqdn(in.addr)
 		}

@@ -442,3 +442,41 @@ func TestServiceHostNameAddress(t *testing.T) {
 		t.Fatalf("SRV: want target api.example.com. without glue, got\n%v", r)
 	}
 }
+
+// Names in another datacenter are answered from that datacenter's catalog,
+// with SRV targets in it; an unknown datacenter is NXDOMAIN.
+func TestOtherDatacenter(t *testing.T) {
+	local := newFakeCatalog()
+	local.addNode("node-1", "10.0.0.1", nil)
+	local.addService("node-1", &structs.NodeService{ID: "web-1", Service: "web", Port: 80}, structs.HealthPassing)
+	dc2 := newFakeCatalog()
+	dc2.addNode("far-1", "10.2.0.1", nil)
+	dc2.addService("far-1", &structs.NodeService{ID: "web-far", Service: "web", Port: 8080}, structs.HealthPassing)
+	dc2.addNode("far-2", "10.2.0.2", nil)
+	dc2.addService("far-2", &structs.NodeService{ID: "web-sick", Service: "web", Port: 8080}, structs.HealthCritical)
+	local.remote = map[string]*fakeCatalog{"dc2": dc2}
+	s := startServer(t, baseConfig(), local)
+
+	for _, name := range []string{"web.service.dc2.consul.", "web.service.DC2.dc.consul."} {
+		r := ask(t, "udp", s.Addr(), name, dns.TypeA)
+		wantRcode(t, r, dns.RcodeSuccess)
+		if got := addrs(r.Answer); !slices.Equal(got, []string{"10.2.0.1"}) {
+			t.Errorf("%s A = %v, want only dc2's healthy instance [10.2.0.1]", name, got)
+		}
+	}
+	r := ask(t, "udp", s.Addr(), "web.service.dc2.consul.", dns.TypeSRV)
+	if got := srvs(r.Answer); len(got) != 1 || got[0].Target != "far-1.node.dc2.consul." || got[0].Port != 8080 {
+		t.Errorf("SRV in dc2 = %v, want far-1.node.dc2.consul.:8080", got)
+	}
+	r = ask(t, "udp", s.Addr(), "far-2.node.dc2.consul.", dns.TypeA)
+	if got := addrs(r.Answer); !slices.Equal(got, []string{"10.2.0.2"}) {
+		t.Errorf("node in dc2 = %v, want [10.2.0.2]", got)
+	}
+	r = ask(t, "udp", s.Addr(), "web.service.consul.", dns.TypeA)
+	if got := addrs(r.Answer); !slices.Equal(got, []string{"10.0.0.1"}) {
+		t.Errorf("local web = %v, want [10.0.0.1]", got)
+	}
+	for _, name := range []string{"web.service.dc3.consul.", "node-1.node.dc3.consul."} {
+		wantRcode(t, ask(t, "udp", s.Addr(), name, dns.TypeA), dns.RcodeNameError)
+	}
+}

@@ -17,7 +17,8 @@ func (a *API) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
-	return a.deps.Agent.Members(), nil
+	// Consul reads ?wan by its presence, whatever its value.
+	return a.deps.Agent.Members(r.URL.Query().Has("wan")), nil
 }
 
 func (a *API) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {

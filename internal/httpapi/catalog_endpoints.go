@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -13,13 +12,13 @@ import (
 	"github.com/trellis-mesh/trellis/internal/structs"
 )
 
-// checkDatacenter rejects a request for a datacenter this agent cannot
-// reach: only its own, until federation exists.
+// checkDatacenter rejects a request for a datacenter other than this one
+// that reached a handler: one that could be forwarded was (forward.go).
 func (a *API) checkDatacenter(dc string) error {
 	if dc == "" || strings.EqualFold(dc, a.deps.Datacenter) {
 		return nil
 	}
-	return fmt.Errorf("No path to datacenter")
+	return errNoPath
 }
 
 func (a *API) dcParam(r *http.Request) error {
@@ -137,7 +136,7 @@ func (a *API) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, er
 }
 
 func (a *API) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
-	return []string{a.deps.Datacenter}, nil
+	return a.deps.Agent.Datacenters(), nil
 }
 
 func (a *API) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -19,25 +19,14 @@ import (
 // Network coordinates: /v1/coordinate/..., and ?near=, which orders catalog
 // and health answers by the round-trip time estimated from them.
 
-// areaWAN is the AreaID of the one network area Consul's open-source
-// servers are in, as /v1/coordinate/datacenters reports it.
-const areaWAN = "WAN"
-
 // nearAgent, as ?near=, stands for the agent the client asked.
 const nearAgent = "_agent"
 
-// coordinateDatacenters answers GET /v1/coordinate/datacenters: the
-// servers' coordinates, from this server's gossip, for the one datacenter
-// Trellis knows. Like Consul's, it neither blocks nor takes a consistency
-// mode.
+// coordinateDatacenters answers GET /v1/coordinate/datacenters: each
+// datacenter's servers with their WAN coordinates, from this server's
+// gossip. Like Consul's, it neither blocks nor takes a consistency mode.
 func (a *API) coordinateDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
-	coords := a.deps.Agent.ServerCoordinates()
-	if coords == nil {
-		coords = []structs.CoordinateEntry{}
-	}
-	return []structs.CoordinateDatacenterMap{{
-		Datacenter: a.deps.Datacenter, AreaID: areaWAN, Coordinates: coords,
-	}}, nil
+	return a.deps.Agent.DatacenterCoordinates(), nil
 }
 
 // coordinateNodes answers GET /v1/coordinate/nodes, a blocking query on

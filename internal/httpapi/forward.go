@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -38,40 +39,82 @@ const ForwardedHeader = "X-Trellis-Forwarded"
 // forwards /v1/status/ too.
 var localPrefixes = []string{"/v1/agent/", "/v1/event/"}
 
-// forwardTarget says where r must be served: here (nil), at the leader,
-// or, on a client agent, at any server (final is false then, so that a
-// follower passes writes on). Writes and default-consistency reads go to
-// the leader; ?stale reads are served by any server. With no known
-// leader, a request that needs one fails with ErrNotLeader ("No cluster
-// leader").
-func (a *API) forwardTarget(r *http.Request) (addrs []string, final bool, err error) {
+// target is where a request is served: here (addrs nil), or at the first
+// of addrs that answers.
+type target struct {
+	addrs []string
+	// final marks the request so the server that gets it serves it.
+	final bool
+	// remote: addrs are servers of another datacenter.
+	remote bool
+}
+
+// errNoPath is the answer for a datacenter no server knows of.
+var errNoPath = errors.New("No path to datacenter")
+
+// forwardTarget says where r must be served: here, at the leader, at a
+// server of another datacenter (?dc=), or, on a client agent, at any
+// server (final is false then, so that a follower passes writes on).
+// Writes and default-consistency reads go to the leader; ?stale reads are
+// served by any server. With no known leader, a request that needs one
+// fails with ErrNotLeader ("No cluster leader").
+func (a *API) forwardTarget(r *http.Request) (target, error) {
+	if dc := r.URL.Query().Get("dc"); dc != "" && !strings.EqualFold(dc, a.deps.Datacenter) &&
+		!strings.HasPrefix(r.URL.Path, "/v1/agent/") && r.URL.Path != "/v1/event/list" {
+		return a.remoteTarget(strings.ToLower(dc))
+	}
 	if a.deps.Forwarder == nil || r.Header.Get(ForwardedHeader) != "" {
-		return nil, false, nil
+		return target{}, nil
 	}
 	for _, p := range localPrefixes {
 		if strings.HasPrefix(r.URL.Path, p) {
-			return nil, false, nil
+			return target{}, nil
 		}
 	}
 	srv := a.deps.Server
 	if srv == nil {
 		servers := a.deps.Servers()
 		if len(servers) == 0 {
-			return nil, false, errNoServers
+			return target{}, errNoServers
 		}
-		return servers, false, nil
+		return target{addrs: servers}, nil
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/status/") || srv.IsLeader() {
-		return nil, false, nil
+		return target{}, nil
 	}
 	if r.Method == http.MethodGet && r.URL.Query().Has("stale") {
-		return nil, false, nil
+		return target{}, nil
 	}
 	leader := srv.Leader()
 	if leader == "" {
-		return nil, false, server.ErrNotLeader
+		return target{}, server.ErrNotLeader
 	}
-	return []string{leader}, true, nil
+	return target{addrs: []string{leader}, final: true}, nil
+}
+
+// remoteTarget sends a request for datacenter dc to that datacenter's
+// servers, which the WAN pool lists; a client agent passes it to its own
+// servers, which know the way. The receiving server serves it as any
+// request of its own datacenter (forwarding to its leader if need be).
+func (a *API) remoteTarget(dc string) (target, error) {
+	if a.deps.Forwarder == nil {
+		return target{}, errNoPath
+	}
+	if a.deps.Server == nil {
+		servers := a.deps.Servers()
+		if len(servers) == 0 {
+			return target{}, errNoServers
+		}
+		return target{addrs: servers}, nil
+	}
+	if a.deps.DatacenterServers == nil {
+		return target{}, errNoPath
+	}
+	addrs := a.deps.DatacenterServers(dc)
+	if len(addrs) == 0 {
+		return target{}, errNoPath
+	}
+	return target{addrs: addrs, remote: true}, nil
 }
 
 // errNoServers is a client agent's answer when it knows no live server.
@@ -91,8 +134,8 @@ func (a *API) serveOrForward(w http.ResponseWriter, r *http.Request, local http.
 	var body []byte
 	bodyRead := false
 	for {
-		addrs, final, err := a.forwardTarget(r)
-		if err == nil && addrs == nil {
+		t, err := a.forwardTarget(r)
+		if err == nil && t.addrs == nil {
 			if bodyRead {
 				// An earlier attempt read the body: this server became
 				// the leader meanwhile and serves the request itself.
@@ -117,13 +160,16 @@ func (a *API) serveOrForward(w http.ResponseWriter, r *http.Request, local http.
 			if r.Header.Get(OriginNodeHeader) == "" {
 				r.Header.Set(OriginNodeHeader, a.deps.NodeName)
 			}
-			if err = a.deps.Forwarder.Forward(w, r, addrs, final); err == nil {
+			if err = a.deps.Forwarder.Forward(w, r, t.addrs, t.final); err == nil {
 				return
 			}
 		}
 		retry := errors.Is(err, server.ErrNotLeader) || rpc.NeverSent(err)
 		if !retry || time.Now().After(deadline) || r.Context().Err() != nil {
-			if retry && a.deps.Server != nil {
+			switch {
+			case retry && t.remote:
+				err = fmt.Errorf("%w: no server of it answered: %v", errNoPath, err)
+			case retry && a.deps.Server != nil:
 				err = server.ErrNotLeader // the leader we knew is gone; no new one yet
 			}
 			if a.deps.Server != nil {

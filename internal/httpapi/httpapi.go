@@ -49,6 +49,9 @@ type Deps struct {
 	// Servers lists the RPC addresses of live servers; a client agent
 	// (Server nil) forwards to them.
 	Servers func() []string
+	// DatacenterServers lists the RPC addresses of the live servers of
+	// another datacenter, from the WAN pool; ?dc= requests go there.
+	DatacenterServers func(dc string) []string
 	// Blocked, when set, counts the blocking queries waiting right now.
 	Blocked interface{ Add(float64) }
 }

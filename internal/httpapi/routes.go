@@ -10,7 +10,14 @@ import (
 // checks, membership and lifecycle. *agent.Agent implements it.
 type Agent interface {
 	Self() map[string]any
-	Members() []structs.AgentMember
+	// Members lists the LAN pool's members, or with wan the WAN pool's.
+	Members(wan bool) []structs.AgentMember
+	// Datacenters lists the datacenters the WAN pool knows, this one
+	// first, then nearest first by estimated round-trip time.
+	Datacenters() []string
+	// DatacenterCoordinates returns, per datacenter, the WAN coordinates
+	// of its servers as this server's gossip knows them.
+	DatacenterCoordinates() []structs.CoordinateDatacenterMap
 	Services() map[string]*structs.NodeService
 	Service(id string) *structs.NodeService
 	// ServicesChanged returns a channel closed at the next change to the
@@ -36,9 +43,6 @@ type Agent interface {
 	// channel closed at the next event.
 	Events() ([]*structs.UserEvent, <-chan struct{})
 	Metrics(prometheus bool) (contentType string, body []byte, err error)
-	// ServerCoordinates returns the LAN coordinates of the datacenter's
-	// live servers as this agent's gossip knows them, ordered by node.
-	ServerCoordinates() []structs.CoordinateEntry
 }
 
 func (a *API) routes() {

@@ -71,11 +71,12 @@ func TestCoordinateOwnNodeAppears(t *testing.T) {
 		t.Errorf("own coordinate = %+v, want the origin %+v", own, want)
 	}
 
-	// /v1/coordinate/datacenters lists the servers from gossip.
+	// /v1/coordinate/datacenters lists the servers from WAN gossip,
+	// named "<node>.<dc>" as WAN members are.
 	dcs, err := a.c.Coordinate().Datacenters()
 	must(t, err)
 	if len(dcs) != 1 || dcs[0].Datacenter != "dc1" || dcs[0].AreaID != "WAN" ||
-		len(dcs[0].Coordinates) != 1 || dcs[0].Coordinates[0].Node != nodeName || dcs[0].Coordinates[0].Coord == nil {
+		len(dcs[0].Coordinates) != 1 || dcs[0].Coordinates[0].Node != nodeName+".dc1" || dcs[0].Coordinates[0].Coord == nil {
 		t.Errorf("Datacenters = %s, want dc1 in area WAN with %s", jsonOf(dcs), nodeName)
 	}
 
@@ -393,8 +394,8 @@ func jsonOf(v any) string {
 }
 
 // Two agents that gossip measure each other: /v1/coordinate/datacenters
-// lists both servers from gossip, and each agent's coordinate leaves the
-// origin and reaches its catalog by the periodic update.
+// lists both servers from WAN gossip, and each agent's LAN coordinate
+// leaves the origin and reaches its catalog by the periodic update.
 func TestCoordinatesFromGossip(t *testing.T) {
 	t.Parallel()
 	opts := func(name string) agenttest.Options {
@@ -408,6 +409,12 @@ func TestCoordinatesFromGossip(t *testing.T) {
 	must(t, err)
 	m := self["Member"]
 	must(t, a.c.Agent().Join(fmt.Sprintf("%v:%v", m["Addr"], m["Port"]), false))
+	wan, err := b.c.Agent().Members(true)
+	must(t, err)
+	if len(wan) != 1 {
+		t.Fatalf("coord-b's WAN members = %s, want itself", jsonOf(wan))
+	}
+	must(t, a.c.Agent().Join(fmt.Sprintf("%s:%d", wan[0].Addr, wan[0].Port), true))
 
 	origin := coordinate.NewCoordinate(coordinate.DefaultConfig())
 	waitFor(t, 30*time.Second, func() error {
@@ -416,8 +423,8 @@ func TestCoordinatesFromGossip(t *testing.T) {
 			return err
 		}
 		if len(dcs) != 1 || len(dcs[0].Coordinates) != 2 ||
-			dcs[0].Coordinates[0].Node != "coord-a" || dcs[0].Coordinates[1].Node != "coord-b" {
-			return errorf("datacenters %s, want coord-a and coord-b", jsonOf(dcs))
+			dcs[0].Coordinates[0].Node != "coord-a.dc1" || dcs[0].Coordinates[1].Node != "coord-b.dc1" {
+			return errorf("datacenters %s, want coord-a.dc1 and coord-b.dc1", jsonOf(dcs))
 		}
 		return nil
 	})

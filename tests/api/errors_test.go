@@ -120,3 +120,32 @@ func TestNoPartialWrites(t *testing.T) {
 		t.Errorf("k written by a refused put")
 	}
 }
+
+// A request for a datacenter the agent has no path to is refused with
+// Consul's 500 "No path to datacenter" before anything is served or
+// written, whatever the endpoint; agent endpoints ignore ?dc=.
+func TestUnknownDatacenter(t *testing.T) {
+	t.Parallel()
+	a := start(t)
+	for _, tc := range []struct{ method, path, body string }{
+		{"PUT", "/v1/kv/elsewhere?dc=nowhere", "v"},
+		{"GET", "/v1/kv/elsewhere?dc=nowhere", ""},
+		{"PUT", "/v1/session/create?dc=nowhere", "{}"},
+		{"GET", "/v1/health/service/consul?dc=nowhere", ""},
+		{"PUT", "/v1/txn?dc=nowhere", `[{"KV": {"Verb": "set", "Key": "elsewhere", "Value": "dg=="}}]`},
+		{"PUT", "/v1/event/fire/deploy?dc=nowhere", ""},
+		{"GET", "/v1/status/leader?dc=nowhere", ""},
+	} {
+		r := a.do(t, tc.method, tc.path, tc.body).expect(t, tc.method+" "+tc.path, http.StatusInternalServerError)
+		if r.body != "No path to datacenter" {
+			t.Errorf("%s %s: body %q, want No path to datacenter", tc.method, tc.path, r.body)
+		}
+	}
+	if kv, _, err := a.c.KV().Get("elsewhere", nil); err != nil || kv != nil {
+		t.Errorf("the refused writes stored %v (%v)", kv, err)
+	}
+	if sessions, _, err := a.c.Session().List(nil); err != nil || len(sessions) != 0 {
+		t.Errorf("the refused session create left %v (%v)", sessions, err)
+	}
+	a.do(t, "GET", "/v1/agent/self?dc=nowhere", "").expect(t, "agent self with ?dc", http.StatusOK)
+}

@@ -41,9 +41,11 @@ func freePort(t *testing.T, ip string) int {
 type member struct {
 	name, ip, dir               string
 	httpPort, serfPort, rpcPort int
-	dnsPort                     int  // -1 for servers; clients serve DNS
-	isClient                    bool // a client agent, not a server
-	noJoin                      bool // start without -retry-join
+	dnsPort                     int      // -1 for servers; clients serve DNS
+	isClient                    bool     // a client agent, not a server
+	noJoin                      bool     // start without -retry-join
+	wanPort                     int      // serf WAN port; 0 picks one
+	extra                       []string // more agent flags
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -72,7 +74,7 @@ func (m *member) start(t *testing.T, all []*member) {
 	args := []string{"agent", "-data-dir", m.dir,
 		"-node", m.name, "-bind", m.ip, "-client", m.ip, "-http-port", fmt.Sprint(m.httpPort),
 		"-serf-lan-port", fmt.Sprint(m.serfPort), "-server-port", fmt.Sprint(m.rpcPort),
-		"-serf-wan-port", "0", "-dns-port", fmt.Sprint(m.dnsPort), "-grpc-port", "-1", "-retry-interval", "200ms", "-log-level", "warn"}
+		"-serf-wan-port", fmt.Sprint(m.wanPort), "-dns-port", fmt.Sprint(m.dnsPort), "-grpc-port", "-1", "-retry-interval", "200ms", "-log-level", "warn"}
 	servers := 0
 	for _, o := range all {
 		if !o.isClient {
@@ -87,6 +89,7 @@ func (m *member) start(t *testing.T, all []*member) {
 			args = append(args, "-retry-join", fmt.Sprintf("%s:%d", o.ip, o.serfPort))
 		}
 	}
+	args = append(args, m.extra...)
 	cmd := exec.Command(binary, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
