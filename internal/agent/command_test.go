@@ -37,7 +37,7 @@ func TestCommandRunsAndLogsJSON(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- Command(ctx, []string{"-dev", "-log-json", "-log-level", "info", "-node", "cmd-test",
-			"-http-port", "0", "-dns-port", "0", "-server-port", "0", "-grpc-port", "-1"}, &stdout, &stderr)
+			"-http-port", "0", "-dns-port", "0", "-server-port", "0", "-serf-lan-port", "0", "-serf-wan-port", "0", "-grpc-port", "-1"}, &stdout, &stderr)
 	}()
 	deadline := time.After(30 * time.Second)
 	for !strings.Contains(stdout.String(), "HTTP API:") {

@@ -149,7 +149,7 @@ echo "e2e: building trellis" >&2
 
 echo "e2e: starting agent" >&2
 "$work/trellis" agent -dev -node e2e-agent -client 127.0.0.1 \
-	-http-port 0 -dns-port 0 -server-port 0 -grpc-port -1 \
+	-http-port 0 -dns-port 0 -server-port 0 -serf-lan-port 0 -serf-wan-port 0 -grpc-port -1 \
 	>"$work/agent.stdout" 2>"$work/agent.stderr" &
 agent_pid=$!
 

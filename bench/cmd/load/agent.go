@@ -33,7 +33,7 @@ type agentProc struct {
 // timeout, for it to print its HTTP and DNS addresses.
 func startAgent(ctx context.Context, bin string, stderr io.Writer, timeout time.Duration) (*agentProc, error) {
 	cmd := exec.Command(bin, "agent", "-dev", "-http-port", "0", "-dns-port", "0",
-		"-server-port", "0", "-grpc-port", "-1", "-log-level", "warn")
+		"-server-port", "0", "-serf-lan-port", "0", "-serf-wan-port", "0", "-grpc-port", "-1", "-log-level", "warn")
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
