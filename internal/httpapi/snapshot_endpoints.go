@@ -13,7 +13,12 @@ func (a *API) snapshotSave(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err := a.dcParam(r); err != nil {
 		return nil, err
 	}
-	meta, rc, err := a.deps.Server.OpenSnapshot()
+	open := a.deps.Server.OpenSnapshot
+	if r.URL.Query().Has("stale") && !a.deps.Server.IsLeader() {
+		// Any server may answer, from what it has applied.
+		open = a.deps.Server.OpenLocalSnapshot
+	}
+	meta, rc, err := open()
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package server
 import (
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -27,6 +29,52 @@ func (s *Server) OpenSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) {
 		return nil, nil, fmt.Errorf("server: open snapshot: %w", err)
 	}
 	return meta, rc, nil
+}
+
+// OpenLocalSnapshot snapshots the state this server has applied, without
+// the leader: GET /v1/snapshot?stale on a follower, which may lag behind
+// the leader, or have no leader at all. The state is spooled to a
+// temporary file (the archive needs its size first) that Close removes.
+func (s *Server) OpenLocalSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) {
+	idx := s.store.LatestIndex()
+	snap := s.store.Snapshot()
+	f, err := os.CreateTemp("", "trellis-snapshot-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: snapshot spool: %w", err)
+	}
+	spool := &spoolFile{f}
+	if err := snap.Persist(f); err != nil {
+		spool.Close()
+		return nil, nil, fmt.Errorf("server: snapshot: %w", err)
+	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		spool.Close()
+		return nil, nil, fmt.Errorf("server: snapshot spool: %w", err)
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		spool.Close()
+		return nil, nil, err
+	}
+	term, _ := strconv.ParseUint(s.raft.Stats()["last_log_term"], 10, 64)
+	meta := &raft.SnapshotMeta{
+		Version: raft.SnapshotVersionMax, ID: fmt.Sprintf("local-%d-%d", term, idx),
+		Index: idx, Term: term, Configuration: cf.Configuration(), ConfigurationIndex: cf.Index(), Size: size,
+	}
+	return meta, spool, nil
+}
+
+// spoolFile is a temporary file removed when closed.
+type spoolFile struct{ *os.File }
+
+func (f *spoolFile) Close() error {
+	err := f.File.Close()
+	os.Remove(f.Name())
+	return err
 }
 
 // SnapshotRestore replaces the whole state with the one in a snapshot
