@@ -77,3 +77,17 @@ func TestMembersArgs(t *testing.T) {
 		t.Errorf("%+v", r)
 	}
 }
+
+// -wan lists the WAN pool, where a server is "<node>.<dc>".
+func TestMembersWAN(t *testing.T) {
+	a, _ := clitest.Agent(t)
+	r := clitest.Run(t, Run, "-http-addr", a.HTTPAddr, "-wan")
+	if r.Code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	lines := strings.Split(strings.TrimRight(r.Stdout, "\n"), "\n")
+	row := regexp.MustCompile(`^test-node\.dc1 +127\.0\.0\.1:\d+ +alive +server +\S+ +2 +dc1 +`)
+	if len(lines) != 2 || !row.MatchString(lines[1]) {
+		t.Fatalf("members -wan:\n%s\nwant the header and test-node.dc1", r.Stdout)
+	}
+}
