@@ -178,6 +178,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.startGossip(); err != nil {
 		return err
 	}
+	if err := a.startAutopilot(); err != nil {
+		return err
+	}
 	standalone := a.cfg.Server && (a.cfg.DevMode || a.cfg.Bootstrap)
 	if standalone {
 		// A lone server leads within moments: wait, so that the agent

@@ -29,6 +29,8 @@ const (
 	TombstoneReapType     MessageType = 6
 	// CoordinateBatchUpdateType sets nodes' network coordinates.
 	CoordinateBatchUpdateType MessageType = 7
+	// AutopilotSetConfigType sets the autopilot configuration.
+	AutopilotSetConfigType MessageType = 8
 )
 
 // KVSRequest is one KV write.
@@ -65,6 +67,15 @@ type CoordinateBatchUpdateRequest struct {
 	Updates []*structs.CoordinateEntry
 }
 
+// AutopilotSetConfigRequest replaces the autopilot configuration; with
+// CAS, only if CASIndex is the ModifyIndex of the stored one (0: none is
+// stored). Apply returns whether it was written.
+type AutopilotSetConfigRequest struct {
+	Config   structs.AutopilotConfig
+	CAS      bool
+	CASIndex uint64
+}
+
 // FSM applies log entries to a state store.
 type FSM struct {
 	store  *state.Store
@@ -92,8 +103,8 @@ func (f *FSM) Encode(t MessageType, msg any) ([]byte, error) {
 }
 
 // Apply applies one committed entry. Its return value is handed back to
-// the caller of raft.Apply: an error, a bool for conditional KV writes, or a
-// *structs.TxnResponse.
+// the caller of raft.Apply: an error, a bool for conditional KV and
+// autopilot configuration writes, or a *structs.TxnResponse.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand || len(l.Data) == 0 {
 		return nil
@@ -161,6 +172,16 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return f.corrupt(t, l.Index, err)
 		}
 		return f.store.CoordinateBatchUpdate(l.Index, req.Updates)
+	case AutopilotSetConfigType:
+		var req AutopilotSetConfigRequest
+		if err := dec.Decode(&req); err != nil {
+			return f.corrupt(t, l.Index, err)
+		}
+		ok, err := f.store.AutopilotSetConfig(l.Index, &req.Config, req.CAS, req.CASIndex)
+		if err != nil {
+			return err
+		}
+		return ok
 	}
 	// An unknown type is from a newer version: applying nothing keeps this
 	// server's state consistent with what it understands, and says so.

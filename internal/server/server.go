@@ -1,7 +1,7 @@
 // Package server runs the raft side of a Trellis server: the raft node and
 // its stores, the path by which writes reach the FSM, and the leader's own
-// duties (session TTL timers, tombstone reaping). Reads do not pass through
-// here: they go straight to the state store.
+// duties (session TTL timers, tombstone reaping, autopilot). Reads do not
+// pass through here: they go straight to the state store.
 package server
 
 import (
@@ -91,7 +91,8 @@ type Server struct {
 	sessionTimers map[string]*time.Timer // guarded by sessionMu; keyed by lower-cased session ID
 	shutdown      bool                   // guarded by sessionMu; set when Shutdown begins
 
-	shutdownCh chan struct{} // closed when Shutdown begins
+	shutdownCh chan struct{}   // closed when Shutdown begins
+	autopilot  autopilotRunner // see autopilot.go; its runner is one of wg's
 	// wg owns monitorLeadership and every session expiry in progress;
 	// Shutdown waits for them before stopping raft.
 	wg sync.WaitGroup

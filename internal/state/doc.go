@@ -1,6 +1,7 @@
 // Package state owns the agent's replicated data: the catalog (nodes,
-// services, checks), the KV store, sessions, the nodes' network coordinates
-// and the per-table and per-service indexes that blocking queries wait on.
+// services, checks), the KV store, sessions, the nodes' network
+// coordinates, the autopilot configuration an operator set, and the
+// per-table and per-service indexes that blocking queries wait on.
 // It is a go-memdb database written only by the raft FSM; every read takes
 // a WatchSet so that a blocking query wakes on exactly the rows it read.
 //

@@ -110,6 +110,7 @@ func schema() *memdb.DBSchema {
 			},
 		},
 		tableCoordinates: coordinatesTable(),
+		tableAutopilot:   autopilotTable(),
 	}}
 }
 

@@ -33,6 +33,7 @@ const (
 	recSession   byte = 6
 	recIndex     byte = 7
 	recCoord     byte = 8
+	recAutopilot byte = 9
 )
 
 // Snapshot is a point-in-time copy of the store, cheap to take.
@@ -58,7 +59,7 @@ func (snap *Snapshot) Persist(w io.Writer) error {
 	}{
 		{tableNodes, recNode}, {tableServices, recService}, {tableChecks, recCheck},
 		{tableKVs, recKV}, {tableTombstones, recTombstone}, {tableSessions, recSession},
-		{tableCoordinates, recCoord}, {tableIndex, recIndex},
+		{tableCoordinates, recCoord}, {tableAutopilot, recAutopilot}, {tableIndex, recIndex},
 	}
 	for _, t := range tables {
 		it, err := tx.Get(t.name, "id")
@@ -143,6 +144,8 @@ func readRecords(r io.Reader, fn func(table string, obj any) error) error {
 			obj, table = &indexEntry{}, tableIndex
 		case recCoord:
 			obj, table = &structs.CoordinateEntry{}, tableCoordinates
+		case recAutopilot:
+			obj, table = &structs.AutopilotConfig{}, tableAutopilot
 		default:
 			return fmt.Errorf("state: snapshot: unknown record type %d", rec)
 		}

@@ -109,7 +109,7 @@ func (s *Store) MaxIndex(tables ...string) uint64 {
 
 // LatestIndex is the highest index of any table.
 func (s *Store) LatestIndex() uint64 {
-	return s.MaxIndex(tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions, tableCoordinates)
+	return s.MaxIndex(tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions, tableCoordinates, tableAutopilot)
 }
 
 // minLockDelayPrune is the lock-delay map size below which expired entries

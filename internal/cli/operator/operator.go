@@ -1,7 +1,8 @@
 // Package operator implements `trellis operator`: cluster maintenance
-// for operators, for now the raft peer set (`operator raft list-peers`,
-// `remove-peer`, `transfer-leader`), with the flags, messages and output
-// of `consul operator`.
+// for operators: the raft peer set (`operator raft list-peers`,
+// `remove-peer`, `transfer-leader`) and autopilot (`operator autopilot
+// get-config`, `set-config`, `state`), with the flags, messages and
+// output of `consul operator`.
 package operator
 
 import (
@@ -25,6 +26,7 @@ const raftHelp = `
 // Run runs `trellis operator <subcommand>`.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return cliflags.Dispatch(ctx, "operator", help, []cliflags.Verb{
+		{Name: "autopilot", Synopsis: "Shows and changes Autopilot's configuration and state", Run: autopilotCmd},
 		{Name: "raft", Synopsis: "Inspects and changes the Raft subsystem and its peer set", Run: raft},
 	}, args, stdout, stderr)
 }
