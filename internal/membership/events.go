@@ -138,6 +138,9 @@ func (p *Pool) eventLoop() {
 	for {
 		select {
 		case e := <-p.serfCh:
+			if _, ok := e.(serf.MemberEvent); ok {
+				p.markPeersDirty()
+			}
 			p.publish(e)
 		case <-p.stop:
 			// Serf is shut down: take what is left without waiting, so

@@ -52,6 +52,13 @@ type Pool struct {
 	shutMu  sync.Mutex // serialises Shutdown
 	shutErr error      // guarded by shutMu
 
+	// The peers file (peers.go); peersPath is empty without a snapshot.
+	peersPath        string
+	peersDirty       chan struct{}
+	rejoinAfterLeave bool
+	peersMu          sync.Mutex  // held while the file is written or removed
+	leaving          atomic.Bool // set by Leave: the file is gone for good
+
 	subMu      sync.Mutex
 	subs       map[*subscriber]struct{} // guarded by subMu
 	subsClosed bool                     // guarded by subMu: no new subscribers
@@ -96,6 +103,7 @@ func New(cfg Config) (*Pool, error) {
 		_ = nt.Shutdown()
 		return fail(err)
 	}
+	var peers []string
 	if cfg.SnapshotPath != "" {
 		f, err := os.OpenFile(cfg.SnapshotPath, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
@@ -103,6 +111,10 @@ func New(cfg Config) (*Pool, error) {
 			return fail(err)
 		}
 		f.Close()
+		if peers, err = readPeers(peersPath(cfg.SnapshotPath)); err != nil {
+			_ = nt.Shutdown()
+			return fail(err)
+		}
 	}
 	s, err := serf.Create(sc)
 	if err != nil {
@@ -120,9 +132,20 @@ func New(cfg Config) (*Pool, error) {
 		tagsFor:  cfg.tags,
 		stop:     make(chan struct{}),
 		subs:     make(map[*subscriber]struct{}),
+
+		peersDirty:       make(chan struct{}, 1),
+		rejoinAfterLeave: cfg.RejoinAfterLeave,
+	}
+	if cfg.SnapshotPath != "" {
+		p.peersPath = peersPath(cfg.SnapshotPath)
 	}
 	p.wg.Add(1)
 	go p.eventLoop()
+	if p.peersPath != "" {
+		p.wg.Add(2)
+		go p.persistPeers()
+		go p.rejoinPeers(peers)
+	}
 	return p, nil
 }
 
@@ -232,6 +255,17 @@ func (p *Pool) Leave() error {
 	}
 	if err := p.serf.Leave(); err != nil {
 		return fmt.Errorf("membership: %s leave %q: %w", p.kind, p.name, err)
+	}
+	if p.peersPath != "" && !p.rejoinAfterLeave {
+		// As serf's snapshot does: after a leave, a restart does not
+		// rejoin by itself.
+		p.peersMu.Lock()
+		p.leaving.Store(true)
+		err := os.Remove(p.peersPath)
+		p.peersMu.Unlock()
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("membership: %s leave %q: %w", p.kind, p.name, err)
+		}
 	}
 	return nil
 }

@@ -3,7 +3,9 @@ package membership
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -414,6 +416,47 @@ func TestSnapshotRejoin(t *testing.T) {
 	newPool(t, "node-2", func(c *Config) { c.SnapshotPath = snap; c.BindPort = port })
 	waitEvent(t, events, "member-join for node-2", memberEvent(EventMemberJoin, "node-2"))
 	waitMembers(t, a, 2, StatusAlive)
+}
+
+// Serf's snapshot may lose its last lines in a crash: the peers file is
+// enough to rejoin, and a graceful leave removes it.
+func TestPeersFileRejoin(t *testing.T) {
+	leakCheck(t)
+	a := newPool(t, "node-1", nil)
+	snap := filepath.Join(t.TempDir(), "local.snapshot")
+	b := newPool(t, "node-2", func(c *Config) { c.SnapshotPath = snap })
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the peers file to list node-1", func() error {
+		peers, err := readPeers(peersPath(snap))
+		if err != nil || len(peers) != 1 || peers[0] != a.LocalMember().Addr+":"+strconv.Itoa(int(a.LocalMember().Port)) {
+			return fmt.Errorf("peers = %v, %v", peers, err)
+		}
+		return nil
+	})
+	_, portStr, _ := net.SplitHostPort(b.Addr())
+	port, _ := strconv.Atoi(portStr)
+	if err := b.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, a, "node-2", StatusFailed)
+	// What a crash can do to serf's own snapshot: lose the members.
+	if err := os.WriteFile(snap, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	events, cancel := a.Subscribe()
+	defer cancel()
+	b = newPool(t, "node-2", func(c *Config) { c.SnapshotPath = snap; c.BindPort = port })
+	waitEvent(t, events, "member-join for node-2", memberEvent(EventMemberJoin, "node-2"))
+	waitMembers(t, a, 2, StatusAlive)
+
+	if err := b.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(peersPath(snap)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("peers file after a leave: %v, want it removed", err)
+	}
 }
 
 func TestShutdown(t *testing.T) {

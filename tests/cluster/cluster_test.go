@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,6 +55,8 @@ type member struct {
 }
 
 func (m *member) addr() string { return fmt.Sprintf("%s:%d", m.ip, m.httpPort) }
+
+func (m *member) rpcAddr() string { return fmt.Sprintf("%s:%d", m.ip, m.rpcPort) }
 
 func (m *member) client(t *testing.T) *api.Client {
 	t.Helper()
@@ -406,6 +410,20 @@ func TestFollowerHoldsWritesThroughFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader.kill()
+	// Write once the follower has noticed: a request already on its way
+	// to the dying leader has an unknown outcome and is rightly not
+	// repeated (Consul does not repeat such writes either). From then on
+	// it must be held until a new leader is elected.
+	eventually(t, 30*time.Second, func() error {
+		l, err := c.Status().Leader()
+		if err != nil {
+			return err
+		}
+		if l == leader.rpcAddr() {
+			return fmt.Errorf("the follower still follows the killed leader %s", l)
+		}
+		return nil
+	})
 	start := time.Now()
 	if _, err := c.KV().Put(&api.KVPair{Key: "held", Value: []byte("1")}, nil); err != nil {
 		t.Fatalf("write through a follower during the election: %v", err)
@@ -463,12 +481,28 @@ func TestLeaveRemovesServer(t *testing.T) {
 	}
 }
 
-// With a data dir, gossip keeps a snapshot of the members: a server
-// restarted with no join address finds its cluster again by itself.
+// With a data dir, gossip keeps a record of the members: a server killed
+// and restarted with no join address finds its cluster again by itself.
 func TestRestartRejoinsFromGossipSnapshot(t *testing.T) {
 	all := startCluster(t, 3)
 	waitLeader(t, all, nil)
 	m := all[2]
+	// The members are recorded in the background, within a second of a
+	// change: wait until both other servers are, which is what this test
+	// restarts from.
+	peers := filepath.Join(m.dir, "serf", "local.snapshot.peers")
+	eventually(t, 30*time.Second, func() error {
+		b, err := os.ReadFile(peers)
+		if err != nil {
+			return err
+		}
+		for _, o := range all[:2] {
+			if !strings.Contains(string(b), fmt.Sprintf("%s:%d\n", o.ip, o.serfPort)) {
+				return fmt.Errorf("the peers file does not record %s yet:\n%s", o.name, b)
+			}
+		}
+		return nil
+	})
 	m.kill()
 	m.noJoin = true
 	m.start(t, all)
