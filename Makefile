@@ -2,7 +2,7 @@
 # and `make test` (everything CI runs).
 GO ?= go
 
-.PHONY: dev build test unit e2e deps bench lint
+.PHONY: dev build test unit partition e2e deps bench lint
 
 dev:
 	$(GO) run ./cmd/trellis agent -dev
@@ -20,10 +20,16 @@ lint:
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# A 3-server cluster cut in two with network namespaces; needs root and
+# iproute2 (make deps). Tagged netns, so `go test ./...` leaves it out.
+partition:
+	$(GO) vet -tags netns ./tests/partition
+	$(GO) test -race -count=1 -tags netns -timeout 10m ./tests/partition
+
 e2e:
 	./tests/e2e/run.sh
 
-test: deps lint unit e2e
+test: deps lint unit partition e2e
 
 bench:
 	./bench/run.sh

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what tests/e2e needs on a fresh Debian machine, idempotently:
+# Installs what tests/e2e and tests/partition need on a fresh Debian
+# machine, idempotently:
 #   - Debian packages python3-consul (the python-consul client, for
-#     /usr/bin/python3) and dnsutils (dig);
+#     /usr/bin/python3), dnsutils (dig) and iproute2 (ip, for the
+#     network namespaces of tests/partition);
 #   - consul-template, built from source with the machine's Go into
 #     .tools/bin of the repo (override with TOOLS_BIN).
 # Each step is skipped when its result is already there, so a second run
@@ -21,6 +23,7 @@ log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 need=()
 /usr/bin/python3 -c 'import consul' 2>/dev/null || need+=(python3-consul)
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if ((${#need[@]} > 0)); then
 	if [[ $(id -u) -ne 0 ]]; then
 		log "need root to install: ${need[*]}"
@@ -33,8 +36,9 @@ if ((${#need[@]} > 0)); then
 	apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 	/usr/bin/python3 -c 'import consul' || { log "python3-consul installed but 'import consul' fails"; exit 1; }
 	command -v dig >/dev/null || { log "dnsutils installed but dig is missing"; exit 1; }
+	command -v ip >/dev/null || { log "iproute2 installed but ip is missing"; exit 1; }
 else
-	log "python3-consul and dnsutils already installed"
+	log "python3-consul, dnsutils and iproute2 already installed"
 fi
 
 # --- consul-template -------------------------------------------------------
