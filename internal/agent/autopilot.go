@@ -145,9 +145,10 @@ func fetchRaftStats(ctx context.Context, c *rpc.Client, addr string) (*autopilot
 	return &autopilot.ServerStats{LastContact: st.LastContact.D(), LastTerm: st.LastTerm, LastIndex: st.LastIndex}, nil
 }
 
-// ForceLeave implements server.AutopilotBackend.
+// ForceLeave implements server.AutopilotBackend: the server leaves the
+// LAN pool and, as "<name>.<dc>", the WAN pool.
 func (b autopilotBackend) ForceLeave(name string) error {
-	return b.a.lan.ForceLeave(name, false)
+	return b.a.ForceLeave(name, false)
 }
 
 var _ server.AutopilotBackend = autopilotBackend{}

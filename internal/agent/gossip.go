@@ -384,7 +384,7 @@ func (a *Agent) Join(addrs []string, wan bool) (int, error) {
 	pool := a.lan
 	if wan {
 		if a.wan == nil {
-			return 0, structs.BadRequestError{Reason: "Must be a server to join WAN cluster"}
+			return 0, errors.New("Must be a server to join WAN cluster")
 		}
 		pool = a.wan
 	}
@@ -396,11 +396,21 @@ func (a *Agent) Join(addrs []string, wan bool) (int, error) {
 }
 
 // ForceLeave marks a failed member as left, as `consul force-leave` does;
-// with prune it is also forgotten at once.
+// with prune it is also forgotten at once. A server is also forced out of
+// the WAN pool, where it is "<node>.<dc>", as Consul's servers do.
 func (a *Agent) ForceLeave(node string, prune bool) error {
 	err := a.lan.ForceLeave(node, prune)
 	if errors.Is(err, membership.ErrUnknownMember) {
 		return structs.NotFoundError{Reason: fmt.Sprintf("agent: No node found with name '%s'", node)}
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if a.wan != nil {
+		err := a.wan.ForceLeave(node+"."+a.cfg.Datacenter, prune)
+		if err != nil && !errors.Is(err, membership.ErrUnknownMember) {
+			return err
+		}
+	}
+	return nil
 }

@@ -12,8 +12,10 @@
 //	<hex-ip>.addr[.<dc>].<domain>                    SRV targets of services with their own address
 //	<domain>                                         SOA, NS
 //
-// Names are case-insensitive. The datacenter, when given, must be ours;
-// other datacenters answer NXDOMAIN for now.
+// Names are case-insensitive. A name in another datacenter is answered
+// from that datacenter's catalog (the Catalog reaches its servers), with
+// SRV targets in that datacenter; a datacenter no server knows is
+// NXDOMAIN.
 //
 // # Answers
 //

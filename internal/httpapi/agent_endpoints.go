@@ -17,8 +17,8 @@ func (a *API) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (a *API) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
-	// Consul reads ?wan by its presence, whatever its value.
-	return a.deps.Agent.Members(r.URL.Query().Has("wan")), nil
+	// As Consul: any non-empty ?wan= means the WAN pool.
+	return a.deps.Agent.Members(r.URL.Query().Get("wan") != ""), nil
 }
 
 func (a *API) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -284,7 +284,7 @@ func (a *API) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
 	if addr == "" {
 		return nil, badRequest("Missing address to join")
 	}
-	_, err := a.deps.Agent.Join([]string{addr}, r.URL.Query().Has("wan"))
+	_, err := a.deps.Agent.Join([]string{addr}, r.URL.Query().Get("wan") != "")
 	return nil, err
 }
 

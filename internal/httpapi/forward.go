@@ -39,6 +39,13 @@ const ForwardedHeader = "X-Trellis-Forwarded"
 // forwards /v1/status/ too.
 var localPrefixes = []string{"/v1/agent/", "/v1/event/"}
 
+// leaderOnly are reads only the leader can answer, ?stale or not: only it
+// runs autopilot. Consul's client always sends them to the leader.
+var leaderOnly = map[string]bool{
+	"/v1/operator/autopilot/health": true,
+	"/v1/operator/autopilot/state":  true,
+}
+
 // target is where a request is served: here (addrs nil), or at the first
 // of addrs that answers.
 type target struct {
@@ -82,7 +89,7 @@ func (a *API) forwardTarget(r *http.Request) (target, error) {
 	if strings.HasPrefix(r.URL.Path, "/v1/status/") || srv.IsLeader() {
 		return target{}, nil
 	}
-	if r.Method == http.MethodGet && r.URL.Query().Has("stale") {
+	if r.Method == http.MethodGet && r.URL.Query().Has("stale") && !leaderOnly[r.URL.Path] {
 		return target{}, nil
 	}
 	leader := srv.Leader()

@@ -4,9 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,9 +48,10 @@ func readPeers(path string) ([]string, error) {
 	return out, nil
 }
 
-// writePeers records the addresses of the members other than this one
-// that may come back: alive, leaving or failed, not left.
-func (p *Pool) writePeers() error {
+// writePeersLocked records the addresses of the members other than this
+// one that may come back: alive, leaving or failed, not left. peersMu must
+// be held, so that a Leave that removed the file stays final.
+func (p *Pool) writePeersLocked() error {
 	var addrs []string
 	for _, m := range p.Members() {
 		if m.Name == p.name || m.Status == StatusLeft || m.Status == StatusNone {
@@ -74,7 +76,16 @@ func (p *Pool) writePeers() error {
 		os.Remove(tmp)
 		return err
 	}
-	return os.Rename(tmp, p.peersPath)
+	if err := os.Rename(tmp, p.peersPath); err != nil {
+		return err
+	}
+	// The rename is durable once the directory is.
+	dir, err := os.Open(filepath.Dir(p.peersPath))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // markPeersDirty asks for the peers file to be rewritten.
@@ -101,7 +112,7 @@ func (p *Pool) persistPeers() {
 		p.peersMu.Lock()
 		var err error
 		if !p.leaving.Load() { // else Leave removed the file: keep it gone
-			err = p.writePeers()
+			err = p.writePeersLocked()
 		}
 		p.peersMu.Unlock()
 		if err != nil {
@@ -115,16 +126,33 @@ func (p *Pool) persistPeers() {
 	}
 }
 
-// rejoinPeers joins the members a previous run recorded, as serf's own
-// snapshot rejoin does, in case that snapshot lost them.
+// rejoinPeers joins the members a previous run recorded, in case serf's
+// own snapshot lost them: in random order, one at a time, until one
+// answers (a join learns the whole pool from that one), as serf's rejoin
+// does. Nothing is done when serf's rejoin already found someone.
 func (p *Pool) rejoinPeers(addrs []string) {
 	defer p.wg.Done()
-	if len(addrs) == 0 {
-		return
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	for _, addr := range addrs {
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+		if len(p.serf.Members()) > 1 {
+			return // serf rejoined from its snapshot, or someone joined us
+		}
+		n, err := p.Join([]string{addr})
+		if n > 0 {
+			p.logger.Info("membership: rejoined the pool through a member of the last run", "peer", addr)
+			return
+		}
+		if errors.Is(err, ErrShutdown) {
+			return
+		}
+		p.logger.Debug("membership: rejoin attempt failed", "peer", addr, "err", err)
 	}
-	if n, err := p.Join(addrs); n == 0 && !errors.Is(err, ErrShutdown) {
-		p.logger.Warn("membership: rejoining the members of the last run failed", "peers", addrs, "err", err)
-	} else if n > 0 {
-		p.logger.Info(fmt.Sprintf("membership: rejoined %d of the last run's members", n))
+	if len(addrs) > 0 {
+		p.logger.Warn("membership: could not rejoin any member of the last run", "peers", len(addrs))
 	}
 }

@@ -36,8 +36,8 @@ func (s *Server) OpenSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) {
 // the leader, or have no leader at all. The state is spooled to a
 // temporary file (the archive needs its size first) that Close removes.
 func (s *Server) OpenLocalSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) {
-	idx := s.store.LatestIndex()
 	snap := s.store.Snapshot()
+	idx := snap.LatestIndex()
 	f, err := os.CreateTemp("", "trellis-snapshot-*")
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: snapshot spool: %w", err)
@@ -58,7 +58,7 @@ func (s *Server) OpenLocalSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) 
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		spool.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("server: stale snapshot: raft configuration: %w", err)
 	}
 	term, _ := strconv.ParseUint(s.raft.Stats()["last_log_term"], 10, 64)
 	meta := &raft.SnapshotMeta{

@@ -48,6 +48,13 @@ func (s *Store) Snapshot() *Snapshot {
 	return &Snapshot{db: s.db.Snapshot()}
 }
 
+// LatestIndex is the highest index of any table in the snapshot.
+func (snap *Snapshot) LatestIndex() uint64 {
+	tx := snap.db.Txn(false)
+	defer tx.Abort()
+	return maxIndex(tx, nil, latestTables...)
+}
+
 // Persist writes the snapshot to w.
 func (snap *Snapshot) Persist(w io.Writer) error {
 	enc := codec.NewEncoder(w, NewMsgpackHandle())

@@ -107,9 +107,12 @@ func (s *Store) MaxIndex(tables ...string) uint64 {
 	return maxIndex(r.tx, nil, tables...)
 }
 
+// latestTables are the tables whose indexes LatestIndex considers.
+var latestTables = []string{tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions, tableCoordinates, tableAutopilot}
+
 // LatestIndex is the highest index of any table.
 func (s *Store) LatestIndex() uint64 {
-	return s.MaxIndex(tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions, tableCoordinates, tableAutopilot)
+	return s.MaxIndex(latestTables...)
 }
 
 // minLockDelayPrune is the lock-delay map size below which expired entries

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -99,4 +100,24 @@ func TestJoinAndForceLeave(t *testing.T) {
 		return nil
 	})
 	a.do(t, "PUT", "/v1/agent/force-leave/nobody", nil).expect(t, "unknown node", 404)
+}
+
+// As Consul's, ?wan selects the WAN pool only with a value: a bare ?wan
+// is the LAN pool.
+func TestMembersWANByValue(t *testing.T) {
+	t.Parallel()
+	a := start(t)
+	for path, want := range map[string]string{
+		"/v1/agent/members":       "test-node",
+		"/v1/agent/members?wan":   "test-node",
+		"/v1/agent/members?wan=1": "test-node.dc1",
+	} {
+		var ms []api.AgentMember
+		if err := json.Unmarshal([]byte(a.do(t, "GET", path, nil).expect(t, path, 200).body), &ms); err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != 1 || ms[0].Name != want {
+			t.Errorf("GET %s = %+v, want one member %s", path, ms, want)
+		}
+	}
 }

@@ -90,6 +90,17 @@ func TestAutopilotRemovesDeadServer(t *testing.T) {
 		victimID = healthOf(h, victim.name).ID
 		return nil
 	})
+	// Only the leader runs autopilot: even ?stale reads go to it.
+	for _, path := range []string{"health", "state"} {
+		resp, err := http.Get("http://" + follower.addr() + "/v1/operator/autopilot/" + path + "?stale")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("autopilot %s?stale on a follower: status %d, want 200 from the leader", path, resp.StatusCode)
+		}
+	}
 
 	op := leader.client(t).Operator()
 	cfg, err := op.AutopilotGetConfiguration(nil)
@@ -159,6 +170,16 @@ func TestAutopilotRemovesDeadServer(t *testing.T) {
 		for _, m := range members {
 			if m.Name == victim.name && m.Status != 3 {
 				return fmt.Errorf("%s has gossip status %d, want left (3)", m.Name, m.Status)
+			}
+		}
+		// Out of the WAN pool too, where it is <node>.<dc>.
+		wan, err := leader.client(t).Agent().Members(true)
+		if err != nil {
+			return err
+		}
+		for _, m := range wan {
+			if m.Name == victim.name+".dc1" && m.Status != 3 {
+				return fmt.Errorf("WAN member %s has status %d, want left (3)", m.Name, m.Status)
 			}
 		}
 		return nil
