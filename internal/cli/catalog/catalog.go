@@ -45,9 +45,8 @@ func datacenters(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if !noArgs(fs, stderr) {
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -93,9 +92,8 @@ func nodes(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !noArgs(fs, stderr) {
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -117,6 +115,7 @@ func nodes(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				TaggedAddresses: s.TaggedAddresses, Meta: s.NodeMeta})
 		}
 	} else {
+		var err error
 		list, _, err = client.Catalog().Nodes(q)
 		if err != nil {
 			return cliflags.Report(stderr, "Error listing nodes", err)
@@ -174,9 +173,8 @@ func services(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !noArgs(fs, stderr) {
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -196,6 +194,7 @@ func services(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			}
 		}
 	} else {
+		var err error
 		byName, _, err = client.Catalog().Services(q)
 		if err != nil {
 			return cliflags.Report(stderr, "Error listing services", err)

@@ -125,6 +125,17 @@ func (h *HTTP) Client(ctx context.Context) (*api.Client, func(), error) {
 	return c, base.CloseIdleConnections, nil
 }
 
+// Connect is Client for a command: a client that cannot be built is
+// reported on stderr, and ok is false (the command exits 1).
+func (h *HTTP) Connect(ctx context.Context, stderr io.Writer) (c *api.Client, done func(), ok bool) {
+	c, done, err := h.Client(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, nil, false
+	}
+	return c, done, true
+}
+
 // QueryOptions returns the read options the flags ask for.
 func (h *HTTP) QueryOptions() *api.QueryOptions {
 	return &api.QueryOptions{AllowStale: h.stale}

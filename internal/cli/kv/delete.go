@@ -50,9 +50,8 @@ func (c *cmd) delete(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "Cannot specify -modify-index without -cas!")
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()

@@ -45,9 +45,8 @@ func (c *cmd) export(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "Too many arguments (expected 1, got %d)\n", fs.NArg())
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -118,9 +117,8 @@ func (c *cmd) importKV(ctx context.Context, args []string, stdout, stderr io.Wri
 		}
 		pairs[i] = &api.KVPair{Key: key, Flags: e.Flags, Value: v}
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()

@@ -88,9 +88,8 @@ func (c *cmd) put(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		data = d
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()

@@ -51,9 +51,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		statusRE = re
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()

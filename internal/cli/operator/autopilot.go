@@ -52,9 +52,8 @@ func autopilotGetConfig(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -114,9 +113,8 @@ func autopilotSetConfig(ctx context.Context, args []string, stdout, stderr io.Wr
 			return 1
 		}
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -149,7 +147,7 @@ func autopilotSetConfig(ctx context.Context, args []string, stdout, stderr io.Wr
 	if set["upgrade-version-tag"] {
 		c.UpgradeVersionTag = *versionTag
 	}
-	ok, err := op.AutopilotCASConfiguration(c, nil)
+	ok, err = op.AutopilotCASConfiguration(c, nil)
 	if err != nil {
 		return cliflags.Report(stderr, "Error setting Autopilot configuration", err)
 	}
@@ -185,9 +183,8 @@ func autopilotState(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "Error: unknown format %q: want pretty or json\n", *format)
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()

@@ -62,9 +62,8 @@ func listPeers(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -129,12 +128,12 @@ func removePeer(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		cliflags.PrintUsage(stderr, fs, removePeerHelp)
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
+	var err error
 	if address != "" {
 		err = client.Operator().RaftRemovePeerByAddress(address, nil)
 	} else {
@@ -172,9 +171,8 @@ func transferLeader(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()

@@ -98,9 +98,8 @@ func register(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		defs = append(defs, def)
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
@@ -160,9 +159,8 @@ func deregister(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "Error: a service -id or a definition FILE is required")
 		return 1
 	}
-	client, done, err := h.Client(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
+	client, done, ok := h.Connect(ctx, stderr)
+	if !ok {
 		return 1
 	}
 	defer done()
