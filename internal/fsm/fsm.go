@@ -31,6 +31,10 @@ const (
 	CoordinateBatchUpdateType MessageType = 7
 	// AutopilotSetConfigType sets the autopilot configuration.
 	AutopilotSetConfigType MessageType = 8
+	// 9 is taken by the Connect CA.
+	// ConfigEntryRequestType writes or deletes a config entry
+	// (ConfigEntryRequest, config_entry.go).
+	ConfigEntryRequestType MessageType = 10
 )
 
 // KVSRequest is one KV write.
@@ -182,6 +186,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return err
 		}
 		return ok
+	case ConfigEntryRequestType:
+		return f.applyConfigEntry(dec, l.Index)
 	}
 	// An unknown type is from a newer version: applying nothing keeps this
 	// server's state consistent with what it understands, and says so.

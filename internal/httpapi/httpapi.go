@@ -22,6 +22,7 @@ import (
 
 	"github.com/hashicorp/go-bexpr"
 	"github.com/hashicorp/go-memdb"
+	"github.com/trellis-mesh/trellis/internal/configentry"
 	"github.com/trellis-mesh/trellis/internal/server"
 	"github.com/trellis-mesh/trellis/internal/state"
 	"github.com/trellis-mesh/trellis/internal/structs"
@@ -54,6 +55,13 @@ type Deps struct {
 	DatacenterServers func(dc string) []string
 	// Blocked, when set, counts the blocking queries waiting right now.
 	Blocked interface{ Add(float64) }
+	// IntentionDefaultDeny makes connections no intention matches denied
+	// (acl.enabled with acl.default_policy "deny"); they are allowed
+	// otherwise. See intention_endpoints.go.
+	IntentionDefaultDeny bool
+	// RemoteIntentions, on a client agent, returns the datacenter's
+	// service-intentions entries from the agent's cache of the servers'.
+	RemoteIntentions func(ctx context.Context) ([]*configentry.ServiceIntentionsConfigEntry, error)
 }
 
 // API is the /v1 HTTP handler.

@@ -109,8 +109,9 @@ func schema() *memdb.DBSchema {
 				"node": {Name: "node", Indexer: &memdb.StringFieldIndex{Field: "Node", Lowercase: true}},
 			},
 		},
-		tableCoordinates: coordinatesTable(),
-		tableAutopilot:   autopilotTable(),
+		tableCoordinates:   coordinatesTable(),
+		tableAutopilot:     autopilotTable(),
+		tableConfigEntries: configEntriesTable(),
 	}}
 }
 

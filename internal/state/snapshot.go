@@ -34,6 +34,8 @@ const (
 	recIndex     byte = 7
 	recCoord     byte = 8
 	recAutopilot byte = 9
+	// 10 and 11 are taken by the Connect CA.
+	recConfigEntry byte = 12
 )
 
 // Snapshot is a point-in-time copy of the store, cheap to take.
@@ -66,7 +68,8 @@ func (snap *Snapshot) Persist(w io.Writer) error {
 	}{
 		{tableNodes, recNode}, {tableServices, recService}, {tableChecks, recCheck},
 		{tableKVs, recKV}, {tableTombstones, recTombstone}, {tableSessions, recSession},
-		{tableCoordinates, recCoord}, {tableAutopilot, recAutopilot}, {tableIndex, recIndex},
+		{tableCoordinates, recCoord}, {tableAutopilot, recAutopilot}, {tableConfigEntries, recConfigEntry},
+		{tableIndex, recIndex},
 	}
 	for _, t := range tables {
 		it, err := tx.Get(t.name, "id")
@@ -153,11 +156,18 @@ func readRecords(r io.Reader, fn func(table string, obj any) error) error {
 			obj, table = &structs.CoordinateEntry{}, tableCoordinates
 		case recAutopilot:
 			obj, table = &structs.AutopilotConfig{}, tableAutopilot
+		case recConfigEntry:
+			obj, table = &configEntryRow{}, tableConfigEntries
 		default:
 			return fmt.Errorf("state: snapshot: unknown record type %d", rec)
 		}
 		if err := dec.Decode(obj); err != nil {
 			return fmt.Errorf("state: snapshot %s: %w", table, err)
+		}
+		if r, ok := obj.(interface{ afterRestore() error }); ok {
+			if err := r.afterRestore(); err != nil {
+				return fmt.Errorf("state: snapshot %s: %w", table, err)
+			}
 		}
 		if err := fn(table, obj); err != nil {
 			return err
