@@ -111,6 +111,9 @@ func Decode(doc map[string]any) (Entry, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
+	if s, ok := e.(interface{ sortSources() }); ok {
+		s.sortSources()
+	}
 	return e, nil
 }
 

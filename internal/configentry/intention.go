@@ -135,6 +135,7 @@ func UpsertSource(e *ServiceIntentionsConfigEntry, destination, source string, i
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
+	e.sortSources()
 	return e, nil
 }
 

@@ -356,8 +356,12 @@ func (e *ServiceIntentionsConfigEntry) Normalize() {
 			}
 		}
 	}
-	// Most specific first, then by name, so that every reader sees the
-	// sources in the order they are evaluated.
+}
+
+// sortSources orders the sources most specific first, then by name, so
+// that every reader sees them in the order they are evaluated. It runs
+// after Validate, whose errors name the sources by their index as given.
+func (e *ServiceIntentionsConfigEntry) sortSources() {
 	sort.SliceStable(e.Sources, func(i, j int) bool {
 		a, b := e.Sources[i], e.Sources[j]
 		if a == nil || b == nil {
