@@ -217,7 +217,8 @@ func (a *Agent) start(ctx context.Context) error {
 	deps := httpapi.Deps{
 		Store: a.store, Server: a.srv, Agent: a, Datacenter: a.cfg.Datacenter,
 		NodeName: a.nodeName, Logger: a.logger, MaxKVSize: a.cfg.KVMaxValueSize,
-		Blocked: a.metrics.blocked,
+		Blocked:              a.metrics.blocked,
+		IntentionDefaultDeny: a.cfg.ACLEnabled && a.cfg.ACLDefaultPolicy == "deny",
 	}
 	if a.rpcClient != nil {
 		deps.Forwarder = forwarder{a.rpcClient}

@@ -329,7 +329,23 @@ func buildMisc(rc *RuntimeConfig, fc *fileConfig) error {
 			return fmt.Errorf("config: advertise_addr_wan: %q is not an IP address peers can reach", rc.AdvertiseAddrWAN)
 		}
 	}
+	if err := buildACL(rc, fc); err != nil {
+		return err
+	}
 	return buildAutopilot(rc, fc)
+}
+
+func buildACL(rc *RuntimeConfig, fc *fileConfig) error {
+	rc.ACLEnabled = boolOr(fc.ACL.Enabled, false)
+	rc.ACLDefaultPolicy = strings.ToLower(strOr(fc.ACL.DefaultPolicy, "allow"))
+	if rc.ACLDefaultPolicy != "allow" && rc.ACLDefaultPolicy != "deny" {
+		return fmt.Errorf("config: acl.default_policy: %q: want allow or deny", rc.ACLDefaultPolicy)
+	}
+	if rc.ACLEnabled {
+		rc.Warnings = append(rc.Warnings, "config: acl.enabled: Trellis enforces no ACL tokens; "+
+			"acl.default_policy only sets the default of intentions ("+rc.ACLDefaultPolicy+")")
+	}
+	return nil
 }
 
 func buildAutopilot(rc *RuntimeConfig, fc *fileConfig) error {

@@ -62,6 +62,11 @@ type RuntimeConfig struct {
 
 	Autopilot AutopilotConfig
 
+	// ACLEnabled and ACLDefaultPolicy ("allow" or "deny") are acl.enabled
+	// and acl.default_policy; they only set the intentions' default.
+	ACLEnabled       bool
+	ACLDefaultPolicy string
+
 	LogLevel             string // trace, debug, info, warn or error; default "info", "debug" with -dev
 	LogJSON              bool
 	UIEnabled            bool

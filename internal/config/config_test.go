@@ -483,13 +483,16 @@ func TestLoadWarnings(t *testing.T) {
 }`)
 	rc := mustLoad(t, "-node", "n1", "-config-file", p)
 	want := []string{
-		`config: key "acl" in file ` + p + ` is not supported by Trellis and has no effect`,
 		`config: unknown key "foo" in file ` + p,
 		`config: unknown key "ports.bogus" in file ` + p,
 		`config: unknown key "service.colour" in file ` + p,
+		// acl.enabled and default_policy are read (for intentions), and
+		// say what they do not do.
+		`config: acl.enabled: Trellis enforces no ACL tokens; acl.default_policy only sets the default of intentions (deny)`,
 	}
 	check(t, "Warnings", rc.Warnings, want)
 	check(t, "UIEnabled", rc.UIEnabled, true)
+	check(t, "ACL", []any{rc.ACLEnabled, rc.ACLDefaultPolicy}, []any{true, "deny"})
 	check(t, "NodeMeta", rc.NodeMeta, map[string]string{"rack": "r1"})
 	check(t, "flags", []bool{rc.EnableDebug, rc.DisableUpdateCheck, rc.SkipLeaveOnInterrupt, rc.LeaveOnTerm, rc.LogJSON},
 		[]bool{true, true, true, true, true})
@@ -673,5 +676,35 @@ func TestWANAndAutopilot(t *testing.T) {
 		if _, err := Load(append([]string{"-node", "n1"}, tt.args...)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Load(%q) error = %v, want one containing %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// The acl block: enabled and default_policy are read, the token keys
+// still warn, and a bad policy is refused naming the key.
+func TestLoadACL(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "acl.hcl")
+	if err := os.WriteFile(p, []byte("acl {\n  enabled = true\n  default_policy = \"deny\"\n  tokens { agent = \"x\" }\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc := mustLoad(t, "-node", "n1", "-config-file", p)
+	check(t, "ACL", []any{rc.ACLEnabled, rc.ACLDefaultPolicy}, []any{true, "deny"})
+	found := false
+	for _, w := range rc.Warnings {
+		if strings.Contains(w, `"acl.tokens"`) && strings.Contains(w, "not supported") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("Warnings = %q, want one for acl.tokens", rc.Warnings)
+	}
+	rc = mustLoad(t, "-node", "n1")
+	check(t, "ACL default", []any{rc.ACLEnabled, rc.ACLDefaultPolicy}, []any{false, "allow"})
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"acl": {"default_policy": "maybe"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load([]string{"-node", "n1", "-config-file", bad}); err == nil || !strings.Contains(err.Error(), "acl.default_policy") {
+		t.Errorf("Load with a bad default_policy: %v, want an error naming acl.default_policy", err)
 	}
 }

@@ -83,7 +83,7 @@ type fileConfig struct {
 	// Security features Trellis does not implement: accepted so Consul
 	// configs load, with a warning, since silently dropping them could
 	// leave an operator believing a cluster is locked down when it is not.
-	ACL                  unsupported `cfg:"acl"`
+	ACL                  aclConfig   `cfg:"acl"`
 	Encrypt              unsupported `cfg:"encrypt"`
 	EncryptVerifyIn      unsupported `cfg:"encrypt_verify_incoming"`
 	EncryptVerifyOut     unsupported `cfg:"encrypt_verify_outgoing"`
@@ -197,6 +197,25 @@ type autopilotConfig struct {
 	DisableUpgradeMigration ignored `cfg:"disable_upgrade_migration"`
 	RedundancyZoneTag       ignored `cfg:"redundancy_zone_tag"`
 	UpgradeVersionTag       ignored `cfg:"upgrade_version_tag"`
+}
+
+// aclConfig is Consul's acl block. Only enabled and default_policy have
+// an effect, and only on intentions: with ACLs enabled and default_policy
+// "deny", a connection no intention matches is denied. Tokens are not
+// enforced; the other keys load with a warning.
+type aclConfig struct {
+	Enabled       *bool   `cfg:"enabled"`
+	DefaultPolicy *string `cfg:"default_policy"` // allow (default) or deny
+
+	DownPolicy             unsupported `cfg:"down_policy"`
+	PolicyTTL              unsupported `cfg:"policy_ttl"`
+	RoleTTL                unsupported `cfg:"role_ttl"`
+	TokenTTL               unsupported `cfg:"token_ttl"`
+	Tokens                 unsupported `cfg:"tokens"`
+	EnableTokenPersistence unsupported `cfg:"enable_token_persistence"`
+	EnableTokenReplication unsupported `cfg:"enable_token_replication"`
+	EnableKeyListPolicy    unsupported `cfg:"enable_key_list_policy"`
+	TokenReplication       unsupported `cfg:"token_replication"`
 }
 
 type limitsConfig struct {
