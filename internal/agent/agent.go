@@ -224,6 +224,12 @@ func (a *Agent) start(ctx context.Context) error {
 		deps.Forwarder = forwarder{a.rpcClient}
 		deps.Servers = a.serverAddrs
 		deps.DatacenterServers = a.datacenterServers
+		if a.srv == nil {
+			c := newIntentionCache() // intentions.go
+			deps.RemoteIntentions = c.get
+			a.wg.Add(1)
+			go a.runIntentionCache(c)
+		}
 	}
 	a.api = httpapi.New(deps)
 	a.startRPCServer()
