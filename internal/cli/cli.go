@@ -13,6 +13,8 @@ import (
 	"github.com/trellis-mesh/trellis/internal/agent"
 	"github.com/trellis-mesh/trellis/internal/cli/agentctl"
 	"github.com/trellis-mesh/trellis/internal/cli/catalog"
+	configcmd "github.com/trellis-mesh/trellis/internal/cli/config"
+	"github.com/trellis-mesh/trellis/internal/cli/intention"
 	"github.com/trellis-mesh/trellis/internal/cli/kv"
 	"github.com/trellis-mesh/trellis/internal/cli/lock"
 	"github.com/trellis-mesh/trellis/internal/cli/members"
@@ -32,6 +34,8 @@ func commands() map[string]Command {
 	return map[string]Command{
 		"agent":       agent.Command,
 		"catalog":     catalog.Run,
+		"config":      configcmd.Command(os.Stdin),
+		"intention":   intention.Run,
 		"kv":          kv.Command(os.Stdin),
 		"leave":       agentctl.Leave,
 		"join":        agentctl.Join,
