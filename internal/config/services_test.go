@@ -101,12 +101,12 @@ service {
 			want: []*structs.ServiceDefinition{{Name: "a"}},
 		},
 		{
-			name: "hcl proxy stays opaque, upstreams stay a list",
+			name: "hcl proxy decodes, upstreams stay a list",
 			file: "x.hcl",
 			src:  "service {\n name = \"p\"\n kind = \"connect-proxy\"\n proxy {\n destination_service_name = \"web\"\n upstreams {\n destination_name = \"db\"\n local_bind_port = 9191\n }\n }\n}\n",
-			want: []*structs.ServiceDefinition{{Name: "p", Kind: "connect-proxy", Proxy: map[string]any{
-				"destination_service_name": "web",
-				"upstreams":                []any{map[string]any{"destination_name": "db", "local_bind_port": float64(9191)}},
+			want: []*structs.ServiceDefinition{{Name: "p", Kind: "connect-proxy", Proxy: &structs.ConnectProxyConfig{
+				DestinationServiceName: "web",
+				Upstreams:              []structs.Upstream{{DestinationName: "db", LocalBindPort: 9191}},
 			}}},
 		},
 		{
