@@ -103,8 +103,8 @@ service {
 		{
 			name: "hcl proxy decodes, upstreams stay a list",
 			file: "x.hcl",
-			src:  "service {\n name = \"p\"\n kind = \"connect-proxy\"\n proxy {\n destination_service_name = \"web\"\n upstreams {\n destination_name = \"db\"\n local_bind_port = 9191\n }\n }\n}\n",
-			want: []*structs.ServiceDefinition{{Name: "p", Kind: "connect-proxy", Proxy: &structs.ConnectProxyConfig{
+			src:  "service {\n name = \"p\"\n kind = \"connect-proxy\"\n port = 21000\n proxy {\n destination_service_name = \"web\"\n upstreams {\n destination_name = \"db\"\n local_bind_port = 9191\n }\n }\n}\n",
+			want: []*structs.ServiceDefinition{{Name: "p", Kind: "connect-proxy", Port: 21000, Proxy: &structs.ConnectProxyConfig{
 				DestinationServiceName: "web",
 				Upstreams:              []structs.Upstream{{DestinationName: "db", LocalBindPort: 9191}},
 			}}},
