@@ -186,3 +186,36 @@ func dump(defs []*structs.ServiceDefinition) string {
 	}
 	return string(b)
 }
+
+func TestParseServiceDefinitionsConnect(t *testing.T) {
+	for _, tc := range []struct{ name, src, want string }{
+		{"proxy without destination", `service { name = "p"  kind = "connect-proxy"  port = 21000 }`, "Proxy.DestinationServiceName"},
+		{"sidecar upstream without port", `service {
+  name = "web"
+  connect { sidecar_service { proxy { upstreams = [{ destination_name = "db" }] } } }
+}`, "Proxy.Upstreams[0].LocalBindPort"},
+		{"sidecar check of no kind", `service {
+  name = "web"
+  connect { sidecar_service { check { name = "x" } } }
+}`, "sidecar_service"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defs, _, err := ParseServiceDefinitions("x.hcl", []byte(tc.src))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || defs != nil {
+				t.Errorf("defs %v, err %v; want no definitions and an error naming %q", defs, err, tc.want)
+			}
+		})
+	}
+	defs, _, err := ParseServiceDefinitions("x.hcl", []byte(`service {
+  name = "web"
+  port = 8080
+  connect { sidecar_service { port = 21001 proxy { upstreams = [{ destination_name = "db", local_bind_port = 9191 }] } } }
+}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := defs[0].Connect.SidecarService
+	if sc.Port != 21001 || len(sc.Proxy.Upstreams) != 1 || sc.Proxy.Upstreams[0].LocalBindPort != 9191 {
+		t.Errorf("sidecar = %+v, proxy %+v", sc, sc.Proxy)
+	}
+}

@@ -123,5 +123,22 @@ func (d *ServiceDefinition) ValidateConnect() error {
 	if sc.Port < 0 || sc.Port > 65535 {
 		return fmt.Errorf("Connect.SidecarService.Port %d out of range: must be between 0 and 65535", sc.Port)
 	}
+	// Check the proxy block now, with what the agent will default
+	// (destination, port) stood in, so that a config file fails to load
+	// rather than the agent failing to start.
+	probe := sc.NodeService()
+	probe.Kind = ServiceKindConnectProxy
+	if probe.Proxy == nil {
+		probe.Proxy = &ConnectProxyConfig{}
+	}
+	if probe.Proxy.DestinationServiceName == "" {
+		probe.Proxy.DestinationServiceName = d.Name
+	}
+	if probe.Port == 0 && probe.SocketPath == "" {
+		probe.Port = 1
+	}
+	if err := probe.ValidateConnect(); err != nil {
+		return fmt.Errorf("Connect.SidecarService: %w", err)
+	}
 	return nil
 }

@@ -97,14 +97,26 @@ func TestConnectSidecar(t *testing.T) {
 	}
 
 	// A blocked connect query wakes when the parent (and with it the
-	// sidecar) is deregistered.
+	// sidecar) is deregistered. It follows the index as a client does:
+	// a check result synced meanwhile also wakes it, with the proxy.
+	_, meta, err = a.c.Catalog().Connect("web", "", nil)
+	must(t, err)
 	woke := make(chan []*api.CatalogService, 1)
 	go func() {
-		out, _, err := a.c.Catalog().Connect("web", "", &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 30 * time.Second})
-		if err != nil {
-			t.Error(err)
+		idx := meta.LastIndex
+		for {
+			out, m, err := a.c.Catalog().Connect("web", "", &api.QueryOptions{WaitIndex: idx, WaitTime: 30 * time.Second})
+			if err != nil {
+				t.Error(err)
+				woke <- nil
+				return
+			}
+			if len(out) == 0 || m.LastIndex == idx {
+				woke <- out
+				return
+			}
+			idx = m.LastIndex
 		}
-		woke <- out
 	}()
 	must(t, a.c.Agent().ServiceDeregister("web"))
 	select {
