@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-uuid"
@@ -93,6 +94,9 @@ type Agent struct {
 	// servicesCh is closed and replaced at each change to services.
 	servicesCh chan struct{} // guarded by mu
 	closed     bool          // guarded by mu: Close has stopped the check runners
+	// view is what alias checks read of services and checks (alias.go);
+	// replaced under mu, read without it.
+	view atomic.Pointer[localView]
 
 	// applyMu is held from taking queued check results to applying them,
 	// so that a result is never applied after a later one.
@@ -153,6 +157,7 @@ func New(ctx context.Context, cfg *config.RuntimeConfig, opts Options) (*Agent, 
 		leaveCh:    make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	a.view.Store(newLocalView())
 	var err error
 	if a.nodeID, err = a.loadNodeID(); err != nil {
 		return nil, err
@@ -467,15 +472,22 @@ func (a *Agent) Reload() error {
 	for _, w := range cfg.Warnings {
 		a.logger.Warn(w)
 	}
+	// The swap happens under syncMu, so anti-entropy never sees it half
+	// done; preparing under it too keeps sidecar ports consistent.
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
 	svcs := make([]*preparedService, 0, len(cfg.Services))
 	newSvc := make(map[string]*structs.NodeService, len(cfg.Services))
+	reserved := map[int]bool{}
 	for _, def := range cfg.Services {
-		p, err := a.prepareService(def, sourceConfig)
+		ps, _, err := a.prepareWithSidecar(def, sourceConfig, reserved)
 		if err != nil {
 			return fmt.Errorf("Failed to reload configs: service %q: %v", def.Name, err)
 		}
-		svcs = append(svcs, p)
-		newSvc[p.svc.ID] = p.svc
+		for _, p := range ps {
+			svcs = append(svcs, p)
+			newSvc[p.svc.ID] = p.svc
+		}
 	}
 	resolve := func(id string) *structs.NodeService {
 		if s := newSvc[id]; s != nil {
@@ -490,10 +502,6 @@ func (a *Agent) Reload() error {
 		}
 	}
 
-	// The swap happens under syncMu, so anti-entropy never sees it half
-	// done.
-	a.syncMu.Lock()
-	defer a.syncMu.Unlock()
 	a.mu.Lock()
 	keepChecks := make(map[string]bool)
 	for _, p := range svcs {

@@ -171,6 +171,12 @@ func (c remoteDNSCatalog) HealthService(name string) ([]*structs.CheckServiceNod
 	return out, err
 }
 
+func (c remoteDNSCatalog) HealthConnect(name string) ([]*structs.CheckServiceNode, error) {
+	var out []*structs.CheckServiceNode
+	err := c.a.remoteJSON(http.MethodGet, "/v1/health/connect/"+url.PathEscape(name), url.Values{"stale": {""}}, nil, &out)
+	return out, err
+}
+
 func (c remoteDNSCatalog) Node(name string) (*structs.Node, error) {
 	var ns *structs.NodeServices
 	if err := c.a.remoteJSON(http.MethodGet, "/v1/catalog/node/"+url.PathEscape(name), url.Values{"stale": {""}}, nil, &ns); err != nil || ns == nil {

@@ -67,6 +67,16 @@ func (c *dnsCatalog) HealthService(name string) ([]*structs.CheckServiceNode, er
 	return entries, nil
 }
 
+// HealthConnect returns the connect-capable instances for name with their
+// checks. It is read each time: connect lookups are rarer than service
+// ones, and proxies' indexes are not the service's.
+func (c *dnsCatalog) HealthConnect(name string) ([]*structs.CheckServiceNode, error) {
+	r := c.store.Read()
+	defer r.Abort()
+	_, entries, err := r.CheckConnectServiceNodes(nil, name)
+	return entries, err
+}
+
 // Node returns a node by name, or nil.
 func (c *dnsCatalog) Node(name string) (*structs.Node, error) {
 	r := c.store.Read()
@@ -79,6 +89,7 @@ func (c *dnsCatalog) Node(name string) (*structs.Node, error) {
 // a server (dnsCatalog), the servers on a client agent.
 type localCatalog interface {
 	HealthService(name string) ([]*structs.CheckServiceNode, error)
+	HealthConnect(name string) ([]*structs.CheckServiceNode, error)
 	Node(name string) (*structs.Node, error)
 }
 
@@ -95,6 +106,15 @@ func (r dnsRouter) HealthService(dc, name string) ([]*structs.CheckServiceNode, 
 	}
 	var out []*structs.CheckServiceNode
 	err := r.a.remoteDCJSON(dc, "/v1/health/service/"+url.PathEscape(name), &out)
+	return out, err
+}
+
+func (r dnsRouter) HealthConnect(dc, name string) ([]*structs.CheckServiceNode, error) {
+	if dc == r.a.cfg.Datacenter {
+		return r.local.HealthConnect(name)
+	}
+	var out []*structs.CheckServiceNode
+	err := r.a.remoteDCJSON(dc, "/v1/health/connect/"+url.PathEscape(name), &out)
 	return out, err
 }
 

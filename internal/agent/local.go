@@ -24,8 +24,9 @@ const (
 )
 
 type localService struct {
-	svc    *structs.NodeService
-	source source
+	svc        *structs.NodeService
+	source     source
+	sidecarFor string // the parent's ID, for a sidecar_service registration
 }
 
 type localCheck struct {
@@ -50,6 +51,9 @@ func validateService(def *structs.ServiceDefinition) (*structs.NodeService, erro
 	}
 	if def.Weights != nil && (def.Weights.Passing < 1 || def.Weights.Warning < 0) {
 		return nil, badRequest("Passing must be greater than 0")
+	}
+	if err := def.ValidateConnect(); err != nil {
+		return nil, badRequest("%v", err)
 	}
 	ns := def.NodeService()
 	if ns.Meta == nil {
@@ -116,7 +120,9 @@ func (a *Agent) checkFromDef(def *structs.CheckType, svc *structs.NodeService, n
 	case "":
 		return nil, badRequest("Check %q: must provide TTL or Args/HTTP/TCP/GRPC and an Interval", id)
 	case "alias":
-		return nil, badRequest("Check %q: alias checks are not supported yet", id)
+		if err := a.validateAlias(id, def); err != nil {
+			return nil, err
+		}
 	case "http", "tcp", "grpc", "script":
 		if def.Interval <= 0 {
 			return nil, badRequest("Check %q: Interval must be > 0 for Script, HTTP, gRPC or TCP checks", id)
@@ -178,10 +184,11 @@ func (a *Agent) AddService(def *structs.ServiceDefinition, replaceExistingChecks
 // preparedService is a validated service definition with its checks,
 // ready to install.
 type preparedService struct {
-	def  *structs.ServiceDefinition
-	svc  *structs.NodeService
-	hcs  []*structs.HealthCheck
-	defs []*structs.CheckType
+	def        *structs.ServiceDefinition
+	svc        *structs.NodeService
+	hcs        []*structs.HealthCheck
+	defs       []*structs.CheckType
+	sidecarFor string // see localService
 }
 
 func (a *Agent) prepareService(def *structs.ServiceDefinition, src source) (*preparedService, error) {
@@ -202,7 +209,7 @@ func (a *Agent) prepareService(def *structs.ServiceDefinition, src source) (*pre
 // installServiceLocked puts a prepared service and its checks in the local
 // state and returns the IDs of its checks. a.mu must be held.
 func (a *Agent) installServiceLocked(p *preparedService, src source) map[string]bool {
-	a.services[p.svc.ID] = &localService{svc: p.svc, source: src}
+	a.services[p.svc.ID] = &localService{svc: p.svc, source: src, sidecarFor: p.sidecarFor}
 	a.servicesChangedLocked()
 	keep := make(map[string]bool)
 	for i, hc := range p.hcs {
@@ -213,19 +220,30 @@ func (a *Agent) installServiceLocked(p *preparedService, src source) map[string]
 }
 
 func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src source) error {
-	p, err := a.prepareService(def, src)
+	// syncMu from the start: a sidecar's port is chosen against the
+	// local services, which only change under it.
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	ps, persistDef, err := a.prepareWithSidecar(def, src, map[int]bool{})
 	if err != nil {
 		return err
 	}
-	ns := p.svc
-	a.syncMu.Lock()
-	defer a.syncMu.Unlock()
 	a.mu.Lock()
-	keep := a.installServiceLocked(p, src)
-	var dropped []string
-	if replace {
+	var removed, dropped []string
+	// A parent re-registered without its sidecar (or with another ID
+	// for it) loses the old one.
+	for _, id := range a.sidecarsOfLocked(ps[0].svc.ID) {
+		if len(ps) < 2 || ps[1].svc.ID != id {
+			removed = append(removed, a.removeServiceLocked(id)...)
+		}
+	}
+	for _, p := range ps {
+		keep := a.installServiceLocked(p, src)
+		if !replace {
+			continue
+		}
 		for id, lc := range a.checks {
-			if lc.check.ServiceID == ns.ID && !keep[id] && lc.def != nil {
+			if lc.check.ServiceID == p.svc.ID && !keep[id] && lc.def != nil {
 				a.dropCheckLocked(id)
 				dropped = append(dropped, id)
 			}
@@ -233,11 +251,16 @@ func (a *Agent) addService(def *structs.ServiceDefinition, replace bool, src sou
 	}
 	a.mu.Unlock()
 	if src == sourceAPI {
-		a.persistService(def)
+		a.persistService(persistDef)
 	}
 	// Registering the service only adds checks: remove the replaced ones
 	// from the catalog too.
-	err = a.syncServiceLocked(ns.ID)
+	for _, p := range ps {
+		err = errors.Join(err, a.syncServiceLocked(p.svc.ID))
+	}
+	for _, id := range removed {
+		err = errors.Join(err, a.syncServiceLocked(id))
+	}
 	for _, id := range dropped {
 		err = errors.Join(err, a.syncCheckLocked(id))
 	}
@@ -269,6 +292,7 @@ func (a *Agent) putCheckLocked(hc *structs.HealthCheck, def *structs.CheckType, 
 		lc.criticalSince = time.Now()
 	}
 	a.checks[hc.CheckID] = lc
+	a.localChangedLocked()
 	if def == nil || a.closed {
 		// Once Close has stopped the runners, none may start.
 		return
@@ -277,6 +301,7 @@ func (a *Agent) putCheckLocked(hc *structs.HealthCheck, def *structs.CheckType, 
 		Notify:             checkNotifier{a},
 		Logger:             a.logger,
 		EnableScriptChecks: a.scriptsAllowed(src),
+		Aliases:            aliasSource{a},
 	})
 	if err != nil {
 		a.logger.Error("starting check", "check", hc.CheckID, "error", err)
@@ -293,6 +318,7 @@ func (a *Agent) dropCheckLocked(id string) {
 		}
 		delete(a.checks, id)
 		a.unpersist("checks", id)
+		a.localChangedLocked()
 	}
 }
 
@@ -305,13 +331,22 @@ func (a *Agent) RemoveService(id string) error {
 		a.mu.Unlock()
 		return structs.NotFoundError{Reason: fmt.Sprintf("Unknown service ID %q. Ensure that the service ID is passed, not the service name.", id)}
 	}
-	a.removeServiceLocked(id)
+	removed := a.removeServiceLocked(id)
 	a.mu.Unlock()
-	a.syncFailed(a.syncServiceLocked(id))
+	var err error
+	for _, id := range removed {
+		err = errors.Join(err, a.syncServiceLocked(id))
+	}
+	a.syncFailed(err)
 	return nil
 }
 
-func (a *Agent) removeServiceLocked(id string) {
+// removeServiceLocked removes a local service, its checks and its
+// sidecars, and returns the IDs of the services removed.
+func (a *Agent) removeServiceLocked(id string) []string {
+	if _, ok := a.services[id]; !ok {
+		return nil
+	}
 	delete(a.services, id)
 	a.servicesChangedLocked()
 	for cid, lc := range a.checks {
@@ -320,6 +355,11 @@ func (a *Agent) removeServiceLocked(id string) {
 		}
 	}
 	a.unpersist("services", id)
+	removed := []string{id}
+	for _, sc := range a.sidecarsOfLocked(id) {
+		removed = append(removed, a.removeServiceLocked(sc)...)
+	}
+	return removed
 }
 
 // AddCheck registers a check on this agent.
@@ -461,6 +501,7 @@ func (a *Agent) updateCheck(id, status, output string) {
 		lc.criticalSince = time.Now()
 	}
 	lc.check = n
+	a.localChangedLocked()
 	a.mu.Unlock()
 	if err := a.syncCheckLocked(id); err != nil {
 		a.logger.Warn("syncing check", "check", id, "error", err)
@@ -512,6 +553,7 @@ func (a *Agent) addMaintCheck(hc *structs.HealthCheck) error {
 		return nil
 	}
 	a.checks[hc.CheckID] = &localCheck{check: hc}
+	a.localChangedLocked()
 	a.mu.Unlock()
 	return a.syncCheckLocked(hc.CheckID)
 }
@@ -525,6 +567,7 @@ func (a *Agent) removeMaintCheck(id string) error {
 		return nil
 	}
 	delete(a.checks, id)
+	a.localChangedLocked()
 	a.mu.Unlock()
 	return a.syncCheckLocked(id)
 }
@@ -534,6 +577,7 @@ func (a *Agent) removeMaintCheck(id string) error {
 func (a *Agent) servicesChangedLocked() {
 	close(a.servicesCh)
 	a.servicesCh = make(chan struct{})
+	a.localChangedLocked()
 }
 
 // ServicesChanged returns a channel closed at the next change to the local

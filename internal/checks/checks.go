@@ -72,6 +72,9 @@ type Options struct {
 	// EnableScriptChecks permits script checks; without it New refuses them
 	// with ErrScriptsDisabled.
 	EnableScriptChecks bool
+	// Aliases is the local state alias checks follow; New refuses an
+	// alias check without it.
+	Aliases AliasSource
 }
 
 // New builds and starts the runner for def, reporting results for checkID.
@@ -102,7 +105,13 @@ func New(checkID string, def *structs.CheckType, opts Options) (Runner, error) {
 	case "":
 		return nil, fmt.Errorf("checks: check %q: definition names no check type (want one of http, tcp, grpc, ttl, args)", checkID)
 	case "alias":
-		return nil, fmt.Errorf("checks: check %q: alias checks are not supported yet", checkID)
+		if def.AliasService == "" {
+			return nil, fmt.Errorf("checks: check %q: alias checks of a node are not supported: set alias_service", checkID)
+		}
+		if opts.Aliases == nil {
+			return nil, fmt.Errorf("checks: check %q: alias check without an AliasSource", checkID)
+		}
+		return startAlias(checkID, def.AliasService, opts.Aliases, opts.Notify), nil
 	case "ttl":
 		return startTTL(checkID, def.TTL.D(), opts.Notify), nil
 	case "script":

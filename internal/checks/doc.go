@@ -19,5 +19,9 @@
 // TTL checks are driven from outside: New returns a TTLRunner whose SetStatus
 // is called by the agent's /v1/agent/check/{pass,warn,fail,update} endpoints.
 //
+// Alias checks report the health of another local service (the worst of
+// its checks) and follow Options.Aliases: they wake on its changes rather
+// than poll. Aliases of another node are not supported.
+//
 // After Stop returns, a runner makes no further calls to its Notifier.
 package checks

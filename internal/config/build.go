@@ -185,6 +185,9 @@ func buildAddrs(rc *RuntimeConfig, fc *fileConfig) error {
 			return fmt.Errorf("config: %s: port %d out of range: want -1 (disabled) to 65535", p.key, *p.out)
 		}
 	}
+	if err := buildSidecarPorts(rc, fc); err != nil {
+		return err
+	}
 	if rc.SerfLANPort < 0 {
 		return fmt.Errorf("config: ports.serf_lan cannot be disabled")
 	}
@@ -388,6 +391,20 @@ func validateDefinitions(rc *RuntimeConfig, _ *fileConfig) error {
 	return nil
 }
 
+// buildSidecarPorts reads ports.sidecar_min_port and sidecar_max_port.
+func buildSidecarPorts(rc *RuntimeConfig, fc *fileConfig) error {
+	rc.SidecarMinPort = intOr(fc.Ports.SidecarMinPort, 21000)
+	rc.SidecarMaxPort = intOr(fc.Ports.SidecarMaxPort, 21255)
+	if rc.SidecarMinPort == 0 && rc.SidecarMaxPort == 0 {
+		return nil // automatic assignment off
+	}
+	if rc.SidecarMinPort < 1 || rc.SidecarMaxPort > 65535 || rc.SidecarMinPort > rc.SidecarMaxPort {
+		return fmt.Errorf("config: ports.sidecar_min_port %d and ports.sidecar_max_port %d: want 1 <= min <= max <= 65535, or both 0 to turn assignment off",
+			rc.SidecarMinPort, rc.SidecarMaxPort)
+	}
+	return nil
+}
+
 // validateServices checks service definitions, from config files or from a
 // service definition file, and their checks.
 func validateServices(services []*structs.ServiceDefinition) error {
@@ -405,6 +422,16 @@ func validateServices(services []*structs.ServiceDefinition) error {
 		for i, c := range s.AllChecks() {
 			if err := validateCheck(c, i); err != nil {
 				return fmt.Errorf("service %q: %w", id, err)
+			}
+		}
+		if err := s.ValidateConnect(); err != nil {
+			return fmt.Errorf("service %q: %w", id, err)
+		}
+		if s.Connect != nil && s.Connect.SidecarService != nil {
+			for i, c := range s.Connect.SidecarService.AllChecks() {
+				if err := validateCheck(c, i); err != nil {
+					return fmt.Errorf("service %q: sidecar_service: %w", id, err)
+				}
 			}
 		}
 	}

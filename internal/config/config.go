@@ -47,6 +47,12 @@ type RuntimeConfig struct {
 	SerfWANPort int // default 8302
 	ServerPort  int // default 8300
 
+	// SidecarMinPort and SidecarMaxPort bound the ports the agent gives
+	// sidecar_service registrations that name none; both 0 when
+	// automatic assignment is off.
+	SidecarMinPort int // default 21000
+	SidecarMaxPort int // default 21255
+
 	Join             []string // start_join and -join
 	RetryJoin        []string
 	RetryInterval    time.Duration // default 30s

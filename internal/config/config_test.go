@@ -347,16 +347,12 @@ enable_local_script_checks = true
 			if len(rc.Services) != 2 {
 				t.Fatalf("got %d services, want 2", len(rc.Services))
 			}
-			// Proxy is opaque: compare it on its own, after checking
-			// that a one-upstream list stayed a list.
+			// The proxy block decodes into typed fields: a one-upstream
+			// list stays a list.
 			proxy := rc.Services[0].Proxy
 			rc.Services[0].Proxy = nil
-			ups, ok := proxy["upstreams"].([]any)
-			if !ok || len(ups) != 1 {
-				t.Errorf("proxy upstreams = %#v, want a list of one", proxy["upstreams"])
-			} else if up, _ := ups[0].(map[string]any); up["destination_name"] != "db" {
-				t.Errorf("upstream = %#v, want destination_name db", ups[0])
-			}
+			wantProxy := &structs.ConnectProxyConfig{Upstreams: []structs.Upstream{{DestinationName: "db", LocalBindPort: 9191}}}
+			check(t, "Proxy", proxy, wantProxy)
 			check(t, "Services", rc.Services, wantServices)
 			check(t, "Checks", rc.Checks, wantChecks)
 		})

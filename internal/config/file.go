@@ -147,10 +147,13 @@ type portsConfig struct {
 	SerfWAN *int `cfg:"serf_wan"` // default 8302
 	Server  *int `cfg:"server"`   // default 8300
 
-	SidecarMinPort ignored `cfg:"sidecar_min_port"`
-	SidecarMaxPort ignored `cfg:"sidecar_max_port"`
-	ExposeMinPort  ignored `cfg:"expose_min_port"`
-	ExposeMaxPort  ignored `cfg:"expose_max_port"`
+	// Ports given to sidecar_service registrations without one; both 0
+	// turns automatic assignment off.
+	SidecarMinPort *int `cfg:"sidecar_min_port"` // default 21000
+	SidecarMaxPort *int `cfg:"sidecar_max_port"` // default 21255
+
+	ExposeMinPort ignored `cfg:"expose_min_port"`
+	ExposeMaxPort ignored `cfg:"expose_max_port"`
 }
 
 type uiConfig struct {

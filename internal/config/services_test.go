@@ -101,12 +101,12 @@ service {
 			want: []*structs.ServiceDefinition{{Name: "a"}},
 		},
 		{
-			name: "hcl proxy stays opaque, upstreams stay a list",
+			name: "hcl proxy decodes, upstreams stay a list",
 			file: "x.hcl",
-			src:  "service {\n name = \"p\"\n kind = \"connect-proxy\"\n proxy {\n destination_service_name = \"web\"\n upstreams {\n destination_name = \"db\"\n local_bind_port = 9191\n }\n }\n}\n",
-			want: []*structs.ServiceDefinition{{Name: "p", Kind: "connect-proxy", Proxy: map[string]any{
-				"destination_service_name": "web",
-				"upstreams":                []any{map[string]any{"destination_name": "db", "local_bind_port": float64(9191)}},
+			src:  "service {\n name = \"p\"\n kind = \"connect-proxy\"\n port = 21000\n proxy {\n destination_service_name = \"web\"\n upstreams {\n destination_name = \"db\"\n local_bind_port = 9191\n }\n }\n}\n",
+			want: []*structs.ServiceDefinition{{Name: "p", Kind: "connect-proxy", Port: 21000, Proxy: &structs.ConnectProxyConfig{
+				DestinationServiceName: "web",
+				Upstreams:              []structs.Upstream{{DestinationName: "db", LocalBindPort: 9191}},
 			}}},
 		},
 		{
@@ -185,4 +185,37 @@ func dump(defs []*structs.ServiceDefinition) string {
 		return err.Error()
 	}
 	return string(b)
+}
+
+func TestParseServiceDefinitionsConnect(t *testing.T) {
+	for _, tc := range []struct{ name, src, want string }{
+		{"proxy without destination", `service { name = "p"  kind = "connect-proxy"  port = 21000 }`, "Proxy.DestinationServiceName"},
+		{"sidecar upstream without port", `service {
+  name = "web"
+  connect { sidecar_service { proxy { upstreams = [{ destination_name = "db" }] } } }
+}`, "Proxy.Upstreams[0].LocalBindPort"},
+		{"sidecar check of no kind", `service {
+  name = "web"
+  connect { sidecar_service { check { name = "x" } } }
+}`, "sidecar_service"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defs, _, err := ParseServiceDefinitions("x.hcl", []byte(tc.src))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || defs != nil {
+				t.Errorf("defs %v, err %v; want no definitions and an error naming %q", defs, err, tc.want)
+			}
+		})
+	}
+	defs, _, err := ParseServiceDefinitions("x.hcl", []byte(`service {
+  name = "web"
+  port = 8080
+  connect { sidecar_service { port = 21001 proxy { upstreams = [{ destination_name = "db", local_bind_port = 9191 }] } } }
+}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := defs[0].Connect.SidecarService
+	if sc.Port != 21001 || len(sc.Proxy.Upstreams) != 1 || sc.Proxy.Upstreams[0].LocalBindPort != 9191 {
+		t.Errorf("sidecar = %+v, proxy %+v", sc, sc.Proxy)
+	}
 }

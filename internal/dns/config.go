@@ -44,6 +44,10 @@ type Catalog interface {
 	// result, not an error; ErrNoDatacenter makes the answer NXDOMAIN; any
 	// other error makes it SERVFAIL.
 	HealthService(dc, name string) ([]*structs.CheckServiceNode, error)
+	// HealthConnect is HealthService for <name>.connect: the instances
+	// that accept Connect traffic for service name (its proxies and its
+	// native instances) — the same as /v1/health/connect/:name.
+	HealthConnect(dc, name string) ([]*structs.CheckServiceNode, error)
 	// Node returns the node by name in datacenter dc, or nil if unknown.
 	Node(dc, name string) (*structs.Node, error)
 }

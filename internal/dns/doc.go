@@ -8,6 +8,7 @@
 //
 //	[<tag>.]<service>.service[.<dc>[.dc]].<domain>   A, AAAA, ANY, SRV
 //	_<service>._<tag>.service[.<dc>].<domain>       RFC 2782; _tcp means any tag
+//	<service>.connect[.<dc>[.dc]].<domain>           A, AAAA, ANY, SRV of its proxies and native instances
 //	<node>.node[.<dc>].<domain>                      A/AAAA (CNAME if a host name), TXT of node meta
 //	<hex-ip>.addr[.<dc>].<domain>                    SRV targets of services with their own address
 //	<domain>                                         SOA, NS

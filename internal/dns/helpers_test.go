@@ -66,6 +66,31 @@ func (c *fakeCatalog) HealthService(dc, name string) ([]*structs.CheckServiceNod
 	return out, nil
 }
 
+// HealthConnect returns the instances whose ConnectTarget is name.
+func (c *fakeCatalog) HealthConnect(dc, name string) ([]*structs.CheckServiceNode, error) {
+	c, err := c.dc(dc)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, "connect "+name)
+	if c.err != nil {
+		return nil, c.err
+	}
+	var out []*structs.CheckServiceNode
+	for _, entries := range c.services {
+		for _, e := range entries {
+			if strings.EqualFold(e.Service.ConnectTarget(), name) {
+				cp := *e
+				cp.Checks = append(append([]*structs.HealthCheck(nil), c.checks[e.Node.Node]...), e.Checks...)
+				out = append(out, &cp)
+			}
+		}
+	}
+	return out, nil
+}
+
 func (c *fakeCatalog) Node(dc, name string) (*structs.Node, error) {
 	c, err := c.dc(dc)
 	if err != nil {

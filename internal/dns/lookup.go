@@ -48,7 +48,7 @@ func (s *Server) answer(req *dns.Msg, domain string, tcp bool) *dns.Msg {
 	kind := -1
 	for i := len(labels) - 1; i >= 0 && kind < 0; i-- {
 		switch labels[i] {
-		case "service", "node", "addr":
+		case "service", "node", "addr", "connect":
 			kind = i
 		}
 	}
@@ -66,6 +66,8 @@ func (s *Server) answer(req *dns.Msg, domain string, tcp bool) *dns.Msg {
 		return s.serviceLookup(qr, parts)
 	case "node":
 		return s.nodeLookup(qr, strings.Join(parts, "."))
+	case "connect":
+		return s.connectLookup(qr, parts) // connect.go
 	default:
 		return s.addrLookup(qr, parts)
 	}
@@ -248,6 +250,13 @@ func (s *Server) serviceLookup(qr query, parts []string) *dns.Msg {
 		return s.nxdomain(qr)
 	}
 	entries, err := s.catalog.HealthService(qr.dc, service)
+	return s.instancesAnswer(qr, service, tag, entries, err)
+}
+
+// instancesAnswer answers a service-like question with the healthy
+// instances among entries, the catalog's answer for service (err its
+// error).
+func (s *Server) instancesAnswer(qr query, service, tag string, entries []*structs.CheckServiceNode, err error) *dns.Msg {
 	if errors.Is(err, ErrNoDatacenter) {
 		return s.nxdomain(qr)
 	}

@@ -71,6 +71,9 @@ func ValidateRegister(req *structs.RegisterRequest) error {
 		if s.Weights == (structs.Weights{}) {
 			s.Weights = structs.Weights{Passing: 1, Warning: 1}
 		}
+		if err := validateCatalogConnect(s); err != nil {
+			return err
+		}
 	}
 	checks := req.Checks
 	if req.Check != nil {
@@ -221,6 +224,13 @@ func (a *API) catalogServices(w http.ResponseWriter, r *http.Request) (any, erro
 }
 
 func (a *API) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
+	return a.serviceNodesQuery(w, r, (*state.ReadTxn).ServiceNodes)
+}
+
+// serviceNodesQuery answers /v1/catalog/service/:name and its connect
+// twin from read, with their ?tag, ?node-meta, ?near and ?filter.
+func (a *API) serviceNodesQuery(w http.ResponseWriter, r *http.Request,
+	read func(*state.ReadTxn, memdb.WatchSet, string) (uint64, []*structs.ServiceNode, error)) (any, error) {
 	if err := a.dcParam(r); err != nil {
 		return nil, err
 	}
@@ -229,7 +239,7 @@ func (a *API) catalogService(w http.ResponseWriter, r *http.Request) (any, error
 	meta := nodeMetaFilter(r)
 	near := a.nearNode(r)
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
-		idx, nodes, err := rt.ServiceNodes(ws, name)
+		idx, nodes, err := read(rt, ws, name)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -327,6 +337,13 @@ func (a *API) checksQuery(w http.ResponseWriter, r *http.Request,
 }
 
 func (a *API) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
+	return a.checkServiceNodesQuery(w, r, (*state.ReadTxn).CheckServiceNodes)
+}
+
+// checkServiceNodesQuery answers /v1/health/service/:name and its connect
+// twin from read, with their ?passing, ?tag, ?node-meta, ?near and ?filter.
+func (a *API) checkServiceNodesQuery(w http.ResponseWriter, r *http.Request,
+	read func(*state.ReadTxn, memdb.WatchSet, string) (uint64, []*structs.CheckServiceNode, error)) (any, error) {
 	if err := a.dcParam(r); err != nil {
 		return nil, err
 	}
@@ -340,7 +357,7 @@ func (a *API) healthService(w http.ResponseWriter, r *http.Request) (any, error)
 	}
 	near := a.nearNode(r)
 	return a.blocking(w, r, nil, func(ws memdb.WatchSet, rt *state.ReadTxn) (uint64, any, error) {
-		idx, entries, err := rt.CheckServiceNodes(ws, name)
+		idx, entries, err := read(rt, ws, name)
 		if err != nil {
 			return 0, nil, err
 		}

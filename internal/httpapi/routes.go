@@ -86,11 +86,13 @@ func (a *API) routes() {
 	a.handle("GET", "/v1/catalog/service/{name...}", a.catalogService)
 	a.handle("GET", "/v1/catalog/node/{node...}", a.catalogNode)
 	a.handle("GET", "/v1/catalog/node-services/{node...}", a.catalogNodeServices)
+	a.handle("GET", "/v1/catalog/connect/{name...}", a.catalogConnect) // connect_endpoints.go
 
 	// health
 	a.handle("GET", "/v1/health/node/{node...}", a.healthNode)
 	a.handle("GET", "/v1/health/checks/{name...}", a.healthChecks)
 	a.handle("GET", "/v1/health/service/{name...}", a.healthService)
+	a.handle("GET", "/v1/health/connect/{name...}", a.healthConnect) // connect_endpoints.go
 	a.handle("GET", "/v1/health/state/{state...}", a.healthState)
 
 	// coordinate

@@ -119,8 +119,10 @@ func ensureServiceTxn(tx *memdb.Txn, idx uint64, node string, svc *structs.NodeS
 		return err
 	}
 	keys := []string{tableServices, serviceIndexKey(ns.Service)}
+	keys = append(keys, connectIndexKeys(ns)...)
 	if raw != nil {
 		old := raw.(*serviceRow)
+		keys = append(keys, connectIndexKeys(old.S)...)
 		ns.CreateIndex = old.S.CreateIndex
 		ns.ModifyIndex = old.S.ModifyIndex
 		if reflect.DeepEqual(old.S, ns) {
@@ -333,7 +335,8 @@ func (s *Store) deleteServiceTxn(tx *memdb.Txn, idx uint64, node, serviceID stri
 	if err := tx.Delete(tableServices, row); err != nil {
 		return err
 	}
-	return bumpIndex(tx, idx, tableServices, serviceIndexKey(row.ServiceName))
+	keys := append([]string{tableServices, serviceIndexKey(row.ServiceName)}, connectIndexKeys(row.S)...)
+	return bumpIndex(tx, idx, keys...)
 }
 
 // DeleteCheck removes a check; sessions that depend on it are invalidated.

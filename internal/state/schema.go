@@ -68,6 +68,8 @@ func schema() *memdb.DBSchema {
 				}}},
 				"node":    {Name: "node", Indexer: &memdb.StringFieldIndex{Field: "Node", Lowercase: true}},
 				"service": {Name: "service", Indexer: &memdb.StringFieldIndex{Field: "ServiceName", Lowercase: true}},
+				// connect.go: proxies and native instances by the service they serve.
+				"connect": {Name: "connect", AllowMissing: true, Indexer: connectIndexer{}},
 			},
 		},
 		tableChecks: {

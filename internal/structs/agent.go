@@ -74,8 +74,8 @@ type ServiceDefinition struct {
 	EnableTagOverride bool
 	Check             *CheckType
 	Checks            []*CheckType
-	Proxy             map[string]any
-	Connect           map[string]any
+	Proxy             *ConnectProxyConfig `json:",omitempty"`
+	Connect           *ServiceConnect     `json:",omitempty"`
 	Token             string
 }
 
@@ -101,8 +101,8 @@ func (d *ServiceDefinition) NodeService() *NodeService {
 		SocketPath:        d.SocketPath,
 		Weights:           w,
 		EnableTagOverride: d.EnableTagOverride,
-		Proxy:             d.Proxy,
-		Connect:           d.Connect,
+		Proxy:             d.Proxy.Clone(),
+		Connect:           d.Connect.Clone(),
 	}
 }
 

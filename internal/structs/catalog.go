@@ -68,9 +68,9 @@ type NodeService struct {
 	SocketPath        string `json:",omitempty"`
 	Weights           Weights
 	EnableTagOverride bool
-	Proxy             map[string]any `json:",omitempty"`
-	Connect           map[string]any `json:",omitempty"`
-	Datacenter        string         `json:",omitempty"`
+	Proxy             *ConnectProxyConfig `json:",omitempty"`
+	Connect           *ServiceConnect     `json:",omitempty"`
+	Datacenter        string              `json:",omitempty"`
 	// ContentHash is set only on /v1/agent/service/:id answers: a hash
 	// of the rest, for hash-based blocking.
 	ContentHash string `json:",omitempty"`
@@ -78,7 +78,7 @@ type NodeService struct {
 	ModifyIndex uint64
 }
 
-// Clone returns a deep-enough copy of s for callers that mutate it.
+// Clone returns a deep copy of s for callers that mutate it.
 func (s *NodeService) Clone() *NodeService {
 	c := *s
 	if s.Tags != nil {
@@ -91,6 +91,8 @@ func (s *NodeService) Clone() *NodeService {
 			c.TaggedAddresses[k] = v
 		}
 	}
+	c.Proxy = s.Proxy.Clone()
+	c.Connect = s.Connect.Clone()
 	return &c
 }
 
@@ -125,8 +127,8 @@ type ServiceNode struct {
 	ServicePort              int
 	ServiceSocketPath        string `json:",omitempty"`
 	ServiceEnableTagOverride bool
-	ServiceProxy             map[string]any `json:",omitempty"`
-	ServiceConnect           map[string]any `json:",omitempty"`
+	ServiceProxy             *ConnectProxyConfig `json:",omitempty"`
+	ServiceConnect           *ServiceConnect     `json:",omitempty"`
 	CreateIndex              uint64
 	ModifyIndex              uint64
 }

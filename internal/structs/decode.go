@@ -17,14 +17,13 @@ var userKeyed = map[string]bool{
 	"header":                 true,
 	"taggedaddresses":        true,
 	"servicetaggedaddresses": true,
-	"config":                 true,
 }
 
 // rawKeyed names the fields whose whole subtree is opaque configuration,
 // passed through as written.
 var rawKeyed = map[string]bool{
-	"proxy":   true,
-	"connect": true,
+	"config":    true, // a proxy's or an upstream's opaque config
+	"arguments": true, // an Envoy extension's
 }
 
 // aliases maps a normalised key to the normalised field name it stands for,
