@@ -31,6 +31,8 @@ const (
 	CoordinateBatchUpdateType MessageType = 7
 	// AutopilotSetConfigType sets the autopilot configuration.
 	AutopilotSetConfigType MessageType = 8
+	// ConnectCARequestType sets the Connect CA configuration and roots.
+	ConnectCARequestType MessageType = 9
 )
 
 // KVSRequest is one KV write.
@@ -182,6 +184,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return err
 		}
 		return ok
+	case ConnectCARequestType:
+		return f.applyConnectCA(dec, l.Index) // connect_ca.go
 	}
 	// An unknown type is from a newer version: applying nothing keeps this
 	// server's state consistent with what it understands, and says so.

@@ -111,6 +111,8 @@ func schema() *memdb.DBSchema {
 		},
 		tableCoordinates: coordinatesTable(),
 		tableAutopilot:   autopilotTable(),
+		tableCAConfig:    caConfigTable(), // connect_ca.go
+		tableCARoots:     caRootsTable(),
 	}}
 }
 

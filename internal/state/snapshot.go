@@ -34,6 +34,8 @@ const (
 	recIndex     byte = 7
 	recCoord     byte = 8
 	recAutopilot byte = 9
+	recCARoot    byte = 10
+	recCAConfig  byte = 11
 )
 
 // Snapshot is a point-in-time copy of the store, cheap to take.
@@ -66,7 +68,8 @@ func (snap *Snapshot) Persist(w io.Writer) error {
 	}{
 		{tableNodes, recNode}, {tableServices, recService}, {tableChecks, recCheck},
 		{tableKVs, recKV}, {tableTombstones, recTombstone}, {tableSessions, recSession},
-		{tableCoordinates, recCoord}, {tableAutopilot, recAutopilot}, {tableIndex, recIndex},
+		{tableCoordinates, recCoord}, {tableAutopilot, recAutopilot},
+		{tableCARoots, recCARoot}, {tableCAConfig, recCAConfig}, {tableIndex, recIndex},
 	}
 	for _, t := range tables {
 		it, err := tx.Get(t.name, "id")
@@ -153,6 +156,10 @@ func readRecords(r io.Reader, fn func(table string, obj any) error) error {
 			obj, table = &structs.CoordinateEntry{}, tableCoordinates
 		case recAutopilot:
 			obj, table = &structs.AutopilotConfig{}, tableAutopilot
+		case recCARoot:
+			obj, table = &structs.CARoot{}, tableCARoots
+		case recCAConfig:
+			obj, table = &structs.CAConfiguration{}, tableCAConfig
 		default:
 			return fmt.Errorf("state: snapshot: unknown record type %d", rec)
 		}
