@@ -192,8 +192,10 @@ func (c *Config) fill() error {
 }
 
 // Map is the configuration as it is stored and shown: canonical keys,
-// durations as strings, with the defaults filled in. PrivateKey is left
-// out: a supplied key is kept with its root, never shown.
+// durations as strings, with the defaults filled in. PrivateKey and
+// RootCert are left out: a supplied root is kept, key and all, as a
+// CARoot (the roots endpoint shows its certificate), and a configuration
+// read back can be written again without the key.
 func (c *Config) Map() map[string]any {
 	m := map[string]any{
 		"LeafCertTTL":         FormatDuration(c.LeafCertTTL),
@@ -201,9 +203,6 @@ func (c *Config) Map() map[string]any {
 		"IntermediateCertTTL": FormatDuration(c.IntermediateCertTTL),
 		"PrivateKeyType":      c.PrivateKeyType,
 		"PrivateKeyBits":      c.PrivateKeyBits,
-	}
-	if c.RootCert != "" {
-		m["RootCert"] = c.RootCert
 	}
 	for k, v := range c.Extra {
 		m[k] = v
