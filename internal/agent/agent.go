@@ -217,7 +217,7 @@ func (a *Agent) start(ctx context.Context) error {
 	deps := httpapi.Deps{
 		Store: a.store, Server: a.srv, Agent: a, Datacenter: a.cfg.Datacenter,
 		NodeName: a.nodeName, Logger: a.logger, MaxKVSize: a.cfg.KVMaxValueSize,
-		Blocked: a.metrics.blocked,
+		Blocked: a.metrics.blocked, ConnectCA: newCAClient(a), // connect_ca.go
 	}
 	if a.rpcClient != nil {
 		deps.Forwarder = forwarder{a.rpcClient}
@@ -628,6 +628,7 @@ func (a *Agent) startServer() error {
 		// A lone server elects itself in moments; servers that may have
 		// peers use raft's usual second, which tolerates real networks.
 		ElectionTimeout: clusterElectionTimeout(cfg),
+		ConnectCA:       connectCAOptions(cfg), // connect_ca.go
 	}, a.store)
 	if err != nil {
 		a.closeRPC()
@@ -645,6 +646,7 @@ func stripInternalHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del(httpapi.ForwardedHeader)
 		r.Header.Del(httpapi.OriginNodeHeader)
+		r.Header.Del(httpapi.InternalHeader)
 		h.ServeHTTP(w, r)
 	})
 }

@@ -61,6 +61,7 @@ type RuntimeConfig struct {
 	AdvertiseAddrWAN    string        // default AdvertiseAddr
 
 	Autopilot AutopilotConfig
+	Connect   ConnectConfig // connect.go
 
 	LogLevel             string // trace, debug, info, warn or error; default "info", "debug" with -dev
 	LogJSON              bool

@@ -54,6 +54,8 @@ type Deps struct {
 	DatacenterServers func(dc string) []string
 	// Blocked, when set, counts the blocking queries waiting right now.
 	Blocked interface{ Add(float64) }
+	// ConnectCA serves /v1/agent/connect/ca/*; see connect_ca_endpoints.go.
+	ConnectCA AgentCA
 }
 
 // API is the /v1 HTTP handler.
