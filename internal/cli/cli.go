@@ -13,6 +13,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/agent"
 	"github.com/trellis-mesh/trellis/internal/cli/agentctl"
 	"github.com/trellis-mesh/trellis/internal/cli/catalog"
+	"github.com/trellis-mesh/trellis/internal/cli/connect"
 	"github.com/trellis-mesh/trellis/internal/cli/kv"
 	"github.com/trellis-mesh/trellis/internal/cli/lock"
 	"github.com/trellis-mesh/trellis/internal/cli/members"
@@ -32,6 +33,7 @@ func commands() map[string]Command {
 	return map[string]Command{
 		"agent":       agent.Command,
 		"catalog":     catalog.Run,
+		"connect":     connect.Command(os.Stdin),
 		"kv":          kv.Command(os.Stdin),
 		"leave":       agentctl.Leave,
 		"join":        agentctl.Join,
