@@ -224,6 +224,7 @@ func (a *Agent) start(ctx context.Context) error {
 		NodeName: a.nodeName, Logger: a.logger, MaxKVSize: a.cfg.KVMaxValueSize,
 		Blocked:              a.metrics.blocked,
 		IntentionDefaultDeny: a.cfg.ACLEnabled && a.cfg.ACLDefaultPolicy == "deny",
+		ConnectCA:            newCAClient(a), // connect_ca.go
 	}
 	if a.rpcClient != nil {
 		deps.Forwarder = forwarder{a.rpcClient}
@@ -643,6 +644,7 @@ func (a *Agent) startServer() error {
 		// A lone server elects itself in moments; servers that may have
 		// peers use raft's usual second, which tolerates real networks.
 		ElectionTimeout: clusterElectionTimeout(cfg),
+		ConnectCA:       connectCAOptions(cfg), // connect_ca.go
 	}, a.store)
 	if err != nil {
 		a.closeRPC()
@@ -660,6 +662,7 @@ func stripInternalHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del(httpapi.ForwardedHeader)
 		r.Header.Del(httpapi.OriginNodeHeader)
+		r.Header.Del(httpapi.InternalHeader)
 		h.ServeHTTP(w, r)
 	})
 }

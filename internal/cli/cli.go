@@ -14,6 +14,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/cli/agentctl"
 	"github.com/trellis-mesh/trellis/internal/cli/catalog"
 	configcmd "github.com/trellis-mesh/trellis/internal/cli/config"
+	"github.com/trellis-mesh/trellis/internal/cli/connect"
 	"github.com/trellis-mesh/trellis/internal/cli/intention"
 	"github.com/trellis-mesh/trellis/internal/cli/kv"
 	"github.com/trellis-mesh/trellis/internal/cli/lock"
@@ -36,6 +37,7 @@ func commands() map[string]Command {
 		"catalog":     catalog.Run,
 		"config":      configcmd.Command(os.Stdin),
 		"intention":   intention.Run,
+		"connect":     connect.Command(os.Stdin),
 		"kv":          kv.Command(os.Stdin),
 		"leave":       agentctl.Leave,
 		"join":        agentctl.Join,

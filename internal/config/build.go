@@ -53,6 +53,7 @@ func build(fc *fileConfig, dev bool) (*RuntimeConfig, error) {
 		buildAddrs,
 		buildDNS,
 		buildMisc,
+		buildConnect, // connect.go
 		validateDefinitions,
 	}
 	for _, step := range steps {

@@ -67,6 +67,7 @@ type RuntimeConfig struct {
 	AdvertiseAddrWAN    string        // default AdvertiseAddr
 
 	Autopilot AutopilotConfig
+	Connect   ConnectConfig // connect.go
 
 	// ACLEnabled and ACLDefaultPolicy ("allow" or "deny") are acl.enabled
 	// and acl.default_policy; they only set the intentions' default.

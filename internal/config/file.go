@@ -50,6 +50,8 @@ type fileConfig struct {
 
 	Autopilot autopilotConfig `cfg:"autopilot"`
 
+	Connect connectConfig `cfg:"connect"` // connect.go
+
 	// Logging and process.
 	LogLevel             *string `cfg:"log_level"` // trace, debug, info, warn, error
 	LogJSON              *bool   `cfg:"log_json"`
@@ -99,7 +101,6 @@ type fileConfig struct {
 
 	// Consul settings that tune behaviour Trellis does not have, or has
 	// fixed: accepted and ignored.
-	Connect                   ignored `cfg:"connect"`
 	Performance               ignored `cfg:"performance"`
 	Telemetry                 ignored `cfg:"telemetry"`
 	TranslateWANAddrs         ignored `cfg:"translate_wan_addrs"`

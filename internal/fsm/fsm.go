@@ -31,7 +31,8 @@ const (
 	CoordinateBatchUpdateType MessageType = 7
 	// AutopilotSetConfigType sets the autopilot configuration.
 	AutopilotSetConfigType MessageType = 8
-	// 9 is taken by the Connect CA.
+	// ConnectCARequestType sets the Connect CA configuration and roots.
+	ConnectCARequestType MessageType = 9
 	// ConfigEntryRequestType writes or deletes a config entry
 	// (ConfigEntryRequest, config_entry.go).
 	ConfigEntryRequestType MessageType = 10
@@ -186,6 +187,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return err
 		}
 		return ok
+	case ConnectCARequestType:
+		return f.applyConnectCA(dec, l.Index) // connect_ca.go
 	case ConfigEntryRequestType:
 		return f.applyConfigEntry(dec, l.Index)
 	}

@@ -62,6 +62,8 @@ type Deps struct {
 	// RemoteIntentions, on a client agent, returns the datacenter's
 	// service-intentions entries from the agent's cache of the servers'.
 	RemoteIntentions func(ctx context.Context) ([]*configentry.ServiceIntentionsConfigEntry, error)
+	// ConnectCA serves /v1/agent/connect/ca/*; see connect_ca_endpoints.go.
+	ConnectCA AgentCA
 }
 
 // API is the /v1 HTTP handler.

@@ -126,6 +126,7 @@ func (a *API) routes() {
 	a.handle("POST PUT", "/v1/operator/raft/transfer-leader", a.operatorRaftTransferLeader)
 	a.autopilotRoutes() // operator_autopilot_endpoints.go
 	a.configRoutes()    // config_endpoints.go, intention_endpoints.go
+	a.connectCARoutes() // connect_ca_endpoints.go
 	a.handle("GET", "/v1/status/leader", a.statusLeader)
 	a.handle("GET", "/v1/status/peers", a.statusPeers)
 	a.handle("PUT", "/v1/event/fire/{name...}", a.eventFire)

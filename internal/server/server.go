@@ -57,6 +57,9 @@ type Config struct {
 	// timeouts; the leader lease is half of it). Zero means 100ms for a
 	// lone server, which has no one to wait for, and 1s otherwise.
 	ElectionTimeout time.Duration
+	// ConnectCA, when set, enables Connect: the leader runs the CA (see
+	// connect_ca.go).
+	ConnectCA *ConnectCAOptions
 }
 
 // ErrNotLeader is returned for writes while this server has no
@@ -93,6 +96,7 @@ type Server struct {
 
 	shutdownCh chan struct{}   // closed when Shutdown begins
 	autopilot  autopilotRunner // see autopilot.go; its runner is one of wg's
+	ca         caState         // see connect_ca.go
 	// wg owns monitorLeadership and every session expiry in progress;
 	// Shutdown waits for them before stopping raft.
 	wg sync.WaitGroup
@@ -455,6 +459,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	// an earlier leader acknowledged: consistent reads wait for it.
 	s.readyForReads.Store(true)
 	defer s.readyForReads.Store(false)
+	defer s.runConnectCALeader(ctx)()
 	reap := time.NewTicker(s.cfg.TombstoneTTL / reapSamples)
 	defer reap.Stop()
 	var horizon tombstoneHorizon

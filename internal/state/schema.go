@@ -114,6 +114,8 @@ func schema() *memdb.DBSchema {
 		tableCoordinates:   coordinatesTable(),
 		tableAutopilot:     autopilotTable(),
 		tableConfigEntries: configEntriesTable(),
+		tableCAConfig:      caConfigTable(), // connect_ca.go
+		tableCARoots:       caRootsTable(),
 	}}
 }
 

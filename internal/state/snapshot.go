@@ -25,16 +25,17 @@ func NewMsgpackHandle() *codec.MsgpackHandle {
 
 // snapshot record types; their numbers are part of the on-disk format.
 const (
-	recNode      byte = 1
-	recService   byte = 2
-	recCheck     byte = 3
-	recKV        byte = 4
-	recTombstone byte = 5
-	recSession   byte = 6
-	recIndex     byte = 7
-	recCoord     byte = 8
-	recAutopilot byte = 9
-	// 10 and 11 are taken by the Connect CA.
+	recNode        byte = 1
+	recService     byte = 2
+	recCheck       byte = 3
+	recKV          byte = 4
+	recTombstone   byte = 5
+	recSession     byte = 6
+	recIndex       byte = 7
+	recCoord       byte = 8
+	recAutopilot   byte = 9
+	recCARoot      byte = 10
+	recCAConfig    byte = 11
 	recConfigEntry byte = 12
 )
 
@@ -69,7 +70,7 @@ func (snap *Snapshot) Persist(w io.Writer) error {
 		{tableNodes, recNode}, {tableServices, recService}, {tableChecks, recCheck},
 		{tableKVs, recKV}, {tableTombstones, recTombstone}, {tableSessions, recSession},
 		{tableCoordinates, recCoord}, {tableAutopilot, recAutopilot}, {tableConfigEntries, recConfigEntry},
-		{tableIndex, recIndex},
+		{tableCARoots, recCARoot}, {tableCAConfig, recCAConfig}, {tableIndex, recIndex},
 	}
 	for _, t := range tables {
 		it, err := tx.Get(t.name, "id")
@@ -158,6 +159,10 @@ func readRecords(r io.Reader, fn func(table string, obj any) error) error {
 			obj, table = &structs.AutopilotConfig{}, tableAutopilot
 		case recConfigEntry:
 			obj, table = &configEntryRow{}, tableConfigEntries
+		case recCARoot:
+			obj, table = &structs.CARoot{}, tableCARoots
+		case recCAConfig:
+			obj, table = &structs.CAConfiguration{}, tableCAConfig
 		default:
 			return fmt.Errorf("state: snapshot: unknown record type %d", rec)
 		}

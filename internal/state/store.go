@@ -108,7 +108,8 @@ func (s *Store) MaxIndex(tables ...string) uint64 {
 }
 
 // latestTables are the tables whose indexes LatestIndex considers.
-var latestTables = []string{tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions, tableCoordinates, tableAutopilot, tableConfigEntries}
+var latestTables = []string{tableNodes, tableServices, tableChecks, tableKVs, tableTombstones, tableSessions, tableCoordinates, tableAutopilot,
+	tableConfigEntries, tableCAConfig, tableCARoots}
 
 // LatestIndex is the highest index of any table.
 func (s *Store) LatestIndex() uint64 {
