@@ -3,7 +3,8 @@
 # machine, idempotently:
 #   - Debian packages python3-consul (the python-consul client, for
 #     /usr/bin/python3), dnsutils (dig) and iproute2 (ip, for the
-#     network namespaces of tests/partition);
+#     network namespaces of tests/partition) and openssl (tests/e2e
+#     verifies Connect leaf certificates with it);
 #   - consul-template, built from source with the machine's Go into
 #     .tools/bin of the repo (override with TOOLS_BIN).
 # Each step is skipped when its result is already there, so a second run
@@ -24,6 +25,7 @@ need=()
 /usr/bin/python3 -c 'import consul' 2>/dev/null || need+=(python3-consul)
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]} > 0)); then
 	if [[ $(id -u) -ne 0 ]]; then
 		log "need root to install: ${need[*]}"
@@ -37,6 +39,7 @@ if ((${#need[@]} > 0)); then
 	/usr/bin/python3 -c 'import consul' || { log "python3-consul installed but 'import consul' fails"; exit 1; }
 	command -v dig >/dev/null || { log "dnsutils installed but dig is missing"; exit 1; }
 	command -v ip >/dev/null || { log "iproute2 installed but ip is missing"; exit 1; }
+	command -v openssl >/dev/null || { log "openssl installed but missing"; exit 1; }
 else
 	log "python3-consul, dnsutils and iproute2 already installed"
 fi

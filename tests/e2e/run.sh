@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the trellis binary against unmodified third-party
-# Consul clients: python-consul, consul-template and dig.
+# Consul clients (python-consul, consul-template, dig), and of the Connect
+# CA, intentions and config entries with openssl and the trellis CLI.
 #
 #   scripts/install-test-deps.sh   # once per machine
 #   tests/e2e/run.sh
@@ -32,6 +33,7 @@ export no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
 missing=()
 command -v dig >/dev/null 2>&1 || missing+=("dig (dnsutils)")
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v go >/dev/null 2>&1 || missing+=(go)
 "$python" -c 'import consul' 2>/dev/null || missing+=("python3-consul for $python")
 [[ -x $consul_template ]] || missing+=("$consul_template")
@@ -349,6 +351,83 @@ expect_eq "dns: many.service.consul SRV over UDP without EDNS0: 3 answers, no TC
 	"$(udp_reply +noedns many.service.consul SRV)" "answers=3 tc=no"
 expect_eq "dns: many.service.consul A over UDP with EDNS0 (4096): all 20" \
 	"$(udp_reply +bufsize=4096 many.service.consul A)" "answers=20 tc=no"
+
+# --- d. connect: CA, intentions, config entries, sidecars -------------------------
+echo "e2e: connect" >&2
+trellis() { TRELLIS_HTTP_ADDR="127.0.0.1:$http_port" "$work/trellis" "$@"; }
+json_field() { "$python" -c 'import json, sys; d = json.load(sys.stdin); print(eval("d" + sys.argv[1]))' "$1"; }
+
+# The CA: a leaf from the agent verifies against the roots with openssl and
+# names the service by its SPIFFE ID.
+api GET /v1/agent/connect/ca/leaf/web >"$work/leaf.json"
+json_field '["CertPEM"]' <"$work/leaf.json" >"$work/leaf.pem"
+api GET '/v1/connect/ca/roots?pem=true' >"$work/roots.pem"
+td=$(api GET /v1/agent/connect/ca/roots | json_field '["TrustDomain"]')
+expect_eq "connect: openssl verifies the leaf against the roots" \
+	"$(openssl verify -CAfile "$work/roots.pem" "$work/leaf.pem" 2>&1)" "$work/leaf.pem: OK"
+expect_eq "connect: the leaf's URI SAN is web's SPIFFE ID" \
+	"$(openssl x509 -in "$work/leaf.pem" -noout -ext subjectAltName | grep -o 'URI:[^,]*' | tr -d ' ')" \
+	"URI:spiffe://$td/ns/default/dc/dc1/svc/web"
+
+# Config entries written from HCL by the CLI, intentions through the CLI,
+# and /v1/agent/connect/authorize deciding with the leaf's URI.
+cat >"$work/db-defaults.hcl" <<'EOF'
+Kind     = "service-defaults"
+Name     = "db"
+Protocol = "http"
+EOF
+cat >"$work/db-intentions.hcl" <<'EOF'
+Kind = "service-intentions"
+Name = "db"
+Sources = [
+  { Name = "web", Action = "deny" },
+  {
+    Name = "api"
+    Permissions = [
+      { Action = "allow", HTTP = { PathPrefix = "/v1/", Methods = ["GET"] } }
+    ]
+  },
+  { Name = "*", Action = "allow" }
+]
+EOF
+expect_eq "connect: config write service-defaults (HCL)" "$(trellis config write "$work/db-defaults.hcl" 2>&1)" \
+	'Config entry written: service-defaults/db'
+expect_eq "connect: config write service-intentions (HCL)" "$(trellis config write "$work/db-intentions.hcl" 2>&1)" \
+	'Config entry written: service-intentions/db'
+expect_eq "connect: config read shows the protocol" \
+	"$(trellis config read -kind service-defaults -name db | json_field '["Protocol"]')" http
+bad_rc=0
+bad_out=$(api PUT /v1/config '{"Kind":"service-defaults","Name":"db","Protocol":"carrier-pigeon"}' 2>&1) || bad_rc=$?
+if ((bad_rc != 0)) && grep -q Protocol <<<"$bad_out" &&
+	[[ $(trellis config read -kind service-defaults -name db | json_field '["Protocol"]') == http ]]; then
+	pass "connect: a bad entry is refused naming the field and changes nothing"
+else
+	fail "connect: a bad entry is refused naming the field and changes nothing" "rc=$bad_rc out=$bad_out"
+fi
+check_rc() { local rc=0; trellis intention check "$@" >/dev/null 2>&1 || rc=$?; echo "$rc"; }
+expect_eq "connect: intention check web -> db is denied (exit 2)" "$(check_rc web db)" 2
+expect_eq "connect: intention check other -> db is allowed by the wildcard" "$(check_rc other db)" 0
+authorize() {
+	api POST /v1/agent/connect/authorize \
+		"$(printf '{"Target":"%s","ClientCertURI":"spiffe://%s/ns/default/dc/dc1/svc/%s"}' "$2" "$td" "$1")" |
+		json_field '["Authorized"]'
+}
+expect_eq "connect: authorize web -> db (deny intention)" "$(authorize web db)" False
+trellis intention create -allow -replace web db >/dev/null 2>&1 || true
+expect_eq "connect: authorize web -> db after the intention is replaced by allow" "$(authorize web db)" True
+
+# A sidecar registered by the connect.sidecar_service shorthand, found by
+# the connect catalog and by DNS.
+api PUT /v1/agent/service/register \
+	'{"ID":"pay-1","Name":"pay","Port":9100,"Connect":{"SidecarService":{}}}' >/dev/null
+sidecar_port=$(api GET /v1/agent/service/pay-1-sidecar-proxy | json_field '["Port"]')
+if ((sidecar_port >= 21000 && sidecar_port <= 21255)); then
+	pass "connect: the sidecar got a port from 21000-21255"
+else
+	fail "connect: the sidecar got a port from 21000-21255" "port $sidecar_port"
+fi
+expect_eq "connect: /v1/catalog/connect/pay lists the sidecar" \
+	"$(api GET /v1/catalog/connect/pay | json_field '[0]["ServiceID"]')" pay-1-sidecar-proxy
 
 # --- stop ----------------------------------------------------------------------
 echo "e2e: stopping agent" >&2
