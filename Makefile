@@ -34,3 +34,4 @@ test: deps lint unit partition e2e
 bench:
 	./bench/run.sh
 	./bench/cluster.sh
+	./bench/connect.sh
