@@ -56,6 +56,10 @@ type Options struct {
 	// CoordinateUpdateInterval is how often the agent sends its network
 	// coordinate to the servers when it has moved; default 15 seconds.
 	CoordinateUpdateInterval time.Duration
+	// LeafRenewAfter, when set, replaces the timer that fires when a
+	// cached Connect leaf is due for renewal: it gets the wait the agent
+	// chose, and the leaf is renewed when the channel it returns sends.
+	LeafRenewAfter func(d time.Duration) <-chan time.Time
 }
 
 // Agent is a running Trellis agent.

@@ -340,13 +340,19 @@ func (c *caClient) manageLeaf(service string, e *leafEntry) {
 func (c *caClient) waitRenew(e *leafEntry, cert *structs.IssuedCert, rootsCh chan struct{}) bool {
 	life := cert.ValidBefore.Sub(cert.ValidAfter)
 	at := cert.ValidAfter.Add(time.Duration(float64(life) * (0.6 + 0.3*mrand.Float64())))
-	timer := time.NewTimer(max(time.Until(at), 0))
-	defer timer.Stop()
+	var due <-chan time.Time
+	if f := c.a.opts.LeafRenewAfter; f != nil {
+		due = f(max(time.Until(at), 0))
+	} else {
+		timer := time.NewTimer(max(time.Until(at), 0))
+		defer timer.Stop()
+		due = timer.C
+	}
 	for {
 		select {
 		case <-c.a.done:
 			return false
-		case <-timer.C:
+		case <-due:
 			return true
 		case <-rootsCh:
 		}
