@@ -750,7 +750,35 @@ func sameService(cat, local *structs.NodeService) bool {
 	if slices.Equal(c.Tags, l.Tags) { // nil and empty alike
 		c.Tags = l.Tags
 	}
+	nilEmptyProxy(c.Proxy)
+	nilEmptyProxy(l.Proxy)
 	return reflect.DeepEqual(c, l)
+}
+
+// nilEmptyProxy makes p's empty lists and maps nil: they are omitted on
+// the way to the catalog (omitempty), so an empty one registered locally
+// comes back nil, and must not count as a difference.
+func nilEmptyProxy(p *structs.ConnectProxyConfig) {
+	if p == nil {
+		return
+	}
+	if len(p.EnvoyExtensions) == 0 {
+		p.EnvoyExtensions = nil
+	}
+	if len(p.Config) == 0 {
+		p.Config = nil
+	}
+	if len(p.Upstreams) == 0 {
+		p.Upstreams = nil
+	}
+	for i := range p.Upstreams {
+		if len(p.Upstreams[i].Config) == 0 {
+			p.Upstreams[i].Config = nil
+		}
+	}
+	if len(p.Expose.Paths) == 0 {
+		p.Expose.Paths = nil
+	}
 }
 
 func sameCheck(cat, local *structs.HealthCheck) bool {

@@ -129,7 +129,7 @@ func (a *Agent) sidecarDefinition(in *structs.ServiceDefinition, parent *structs
 
 // sidecarPort returns the port of the sidecar with ID id: the one it has
 // if already registered, else the lowest in the agent's sidecar range that
-// no other local proxy uses and reserved does not hold.
+// no other local service uses and reserved does not hold.
 func (a *Agent) sidecarPort(id string, reserved map[int]bool) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -141,8 +141,10 @@ func (a *Agent) sidecarPort(id string, reserved map[int]bool) (int, error) {
 		return 0, badRequest("Connect.SidecarService.Port must be set: automatic sidecar port assignment is off (ports.sidecar_min_port and sidecar_max_port are 0)")
 	}
 	taken := make(map[int]bool, len(a.services)+len(reserved))
+	// Any local service on a port of the range holds it, not only
+	// proxies: a sidecar must never be given a port another service uses.
 	for sid, ls := range a.services {
-		if sid != id && ls.svc.Kind == structs.ServiceKindConnectProxy {
+		if sid != id {
 			taken[ls.svc.Port] = true
 		}
 	}

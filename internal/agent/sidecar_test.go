@@ -288,3 +288,53 @@ func TestSidecarFromConfigFile(t *testing.T) {
 		t.Errorf("after reload: %+v", sc)
 	}
 }
+
+// A sidecar never gets a port another local service already uses, proxy
+// or not.
+func TestSidecarPortSkipsOtherServices(t *testing.T) {
+	a := agenttest.Start(t, agenttest.Options{})
+	if err := a.AddService(&structs.ServiceDefinition{Name: "plain", Port: 21000}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddService(webWithSidecar(&structs.ServiceDefinition{}), false); err != nil {
+		t.Fatal(err)
+	}
+	if p := a.Services()["web-sidecar-proxy"].Port; p != 21001 {
+		t.Fatalf("sidecar port = %d, want 21001 (21000 is plain's)", p)
+	}
+}
+
+// A proxy registered with empty lists and maps (as HCL's `upstreams = []`
+// gives) is in step with the catalog after one sync: the catalog's copy
+// comes back without them, which must not count as a difference, or every
+// anti-entropy pass would write it again.
+func TestSidecarEmptyProxyFieldsSettle(t *testing.T) {
+	a := agenttest.Start(t, agenttest.Options{})
+	var def structs.ServiceDefinition
+	body := `{"Name":"p","Kind":"connect-proxy","Port":21500,"Proxy":{"DestinationServiceName":"web","Config":{},"Upstreams":[],"Expose":{"Paths":[]}}}`
+	if err := structs.DecodeJSON(strings.NewReader(body), &def); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddService(&def, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SyncFull(); err != nil {
+		t.Fatal(err)
+	}
+	// The raft log's last index counts every write, even one that
+	// changes nothing in the store.
+	lastLog := func() string { return a.Self()["Stats"].(map[string]any)["raft"].(map[string]string)["last_log_index"] }
+	// Other writes (the leader's member reconciliation) may land between
+	// two reads; a sync that rewrites the proxy writes every time.
+	var before, after string
+	for range 5 {
+		before = lastLog()
+		if err := a.SyncFull(); err != nil {
+			t.Fatal(err)
+		}
+		if after = lastLog(); after == before && before != "" {
+			return
+		}
+	}
+	t.Fatalf("every sync with nothing changed wrote to raft: last log index %q -> %q", before, after)
+}

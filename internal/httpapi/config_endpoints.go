@@ -127,9 +127,9 @@ func (a *API) configGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	return res, nil
 }
 
-// configDelete deletes one entry and answers true (deleting a missing
+// configDelete deletes one entry and answers {} (deleting a missing
 // entry succeeds); with ?cas=<index> only when index is its ModifyIndex,
-// answering whether it did.
+// answering whether it did (false for a missing entry).
 func (a *API) configDelete(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := a.dcParam(r); err != nil {
 		return nil, err
@@ -146,5 +146,9 @@ func (a *API) configDelete(w http.ResponseWriter, r *http.Request) (any, error) 
 	if cas {
 		op = state.ConfigEntryDeleteCAS
 	}
-	return a.deps.Server.ConfigEntryApply(op, kind, r.PathValue("name"), nil, casIndex)
+	ok, err := a.deps.Server.ConfigEntryApply(op, kind, r.PathValue("name"), nil, casIndex)
+	if err != nil || cas {
+		return ok, err
+	}
+	return struct{}{}, nil // Consul answers {} to a delete without ?cas
 }

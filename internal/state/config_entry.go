@@ -141,7 +141,9 @@ func (s *Store) ConfigEntryApply(idx uint64, op, kind, name string, e configentr
 		if cur != nil {
 			_, have = cur.entry.GetRaftIndex()
 		}
-		if have != casIndex {
+		if have != casIndex || (op == ConfigEntryDeleteCAS && cur == nil) {
+			// A CAS delete of a missing entry deletes nothing: false,
+			// as Consul's (a 0 index never deletes).
 			return false, nil
 		}
 	}
@@ -167,8 +169,9 @@ func (s *Store) ConfigEntryApply(idx uint64, op, kind, name string, e configentr
 		}
 	case ConfigEntryDelete, ConfigEntryDeleteCAS:
 		if cur == nil {
-			// Nothing to delete; still a successful write, as Consul's.
-			break
+			// Nothing to delete: a successful write, as Consul's, that
+			// changes nothing, so no index rises and no watcher wakes.
+			return true, nil
 		}
 		if err := checkConfigGraph(tx, nil, kind, name); err != nil {
 			return false, err

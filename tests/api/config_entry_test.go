@@ -127,6 +127,18 @@ func TestConfigEntriesRejected(t *testing.T) {
 	a.do(t, "PUT", "/v1/config?cas=x", `{"Kind":"mesh"}`).expect(t, "bad cas", http.StatusBadRequest)
 }
 
+// DELETE answers {} as Consul's, and with ?cas whether it deleted: a CAS
+// delete of a missing entry deletes nothing and answers false.
+func TestConfigEntryDeleteBodies(t *testing.T) {
+	a := start(t)
+	if r := a.do(t, "DELETE", "/v1/config/service-defaults/missing", nil).expect(t, "delete", http.StatusOK); strings.TrimSpace(r.body) != "{}" {
+		t.Errorf("plain delete body %q, want {}", r.body)
+	}
+	if r := a.do(t, "DELETE", "/v1/config/service-defaults/missing?cas=0", nil).expect(t, "cas delete", http.StatusOK); strings.TrimSpace(r.body) != "false" {
+		t.Errorf("CAS delete of a missing entry: body %q, want false", r.body)
+	}
+}
+
 // snake_case keys, as HCL-minded users write them, are accepted over HTTP.
 func TestConfigEntrySnakeCase(t *testing.T) {
 	a := start(t)

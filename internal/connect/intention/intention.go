@@ -126,8 +126,6 @@ type Decision struct {
 // L4 decides whether source may open a connection to destination. A
 // matching L7 intention denies here: its permissions can only be checked
 // per request (Consul's /v1/agent/connect/authorize answers the same).
-// Use L4Check for the view of /v1/connect/intentions/check, which counts
-// an L7 intention as a possible allow.
 func (s *Set) L4(source, destination string, defaultAllow bool) Decision {
 	r, ok := s.Match(source, destination)
 	if !ok {
@@ -195,11 +193,22 @@ func (s *Set) permissionMatches(p *configentry.IntentionPermission, req Request)
 		}
 	}
 	for _, hp := range h.Header {
-		if s.headerMatches(hp, req.Header) == hp.Invert {
+		if !s.headerRule(hp, req.Header) {
 			return false
 		}
 	}
 	return true
+}
+
+// headerRule applies one header rule, Invert included. A header the
+// request lacks fails every rule except an inverted Present, as in Envoy,
+// whose route matching the sidecar follows: "not Exact x" does not let a
+// request through by leaving the header out.
+func (s *Set) headerRule(hp configentry.IntentionHTTPHeaderPermission, hdr http.Header) bool {
+	if _, present := hdr[http.CanonicalHeaderKey(hp.Name)]; !present && !hp.Present {
+		return false
+	}
+	return s.headerMatches(hp, hdr) != hp.Invert
 }
 
 func (s *Set) headerMatches(hp configentry.IntentionHTTPHeaderPermission, hdr http.Header) bool {

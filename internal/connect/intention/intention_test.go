@@ -94,7 +94,8 @@ func TestHTTP(t *testing.T) {
 			{"Action":"allow","HTTP":{"Header":[{"Name":"x-contains","Contains":"mid"}]}},
 			{"Action":"allow","HTTP":{"Header":[{"Name":"x-regex","Regex":"v[0-9]"}]}},
 			{"Action":"allow","HTTP":{"PathExact":"/inv","Header":[{"Name":"x-block","Present":true,"Invert":true}]}},
-			{"Action":"allow","HTTP":{"PathExact":"/case","Header":[{"Name":"x-case","Exact":"ABC","IgnoreCase":true}]}}
+			{"Action":"allow","HTTP":{"PathExact":"/case","Header":[{"Name":"x-case","Exact":"ABC","IgnoreCase":true}]}},
+			{"Action":"allow","HTTP":{"PathExact":"/notexact","Header":[{"Name":"x-env","Exact":"prod","Invert":true}]}}
 		]}]}`)})
 	h := func(kv ...string) http.Header {
 		out := http.Header{}
@@ -127,6 +128,9 @@ func TestHTTP(t *testing.T) {
 		{"inverted present, header absent", Request{Method: "GET", Path: "/inv"}, false, true},
 		{"inverted present, header there", Request{Method: "GET", Path: "/inv", Header: h("x-block", "1")}, false, false},
 		{"ignore case", Request{Method: "GET", Path: "/case", Header: h("x-case", "abc")}, false, true},
+		{"inverted exact, other value", Request{Method: "GET", Path: "/notexact", Header: h("x-env", "dev")}, false, true},
+		{"inverted exact, same value", Request{Method: "GET", Path: "/notexact", Header: h("x-env", "prod")}, false, false},
+		{"inverted exact, header absent", Request{Method: "GET", Path: "/notexact"}, false, false},
 		{"nothing matches", Request{Method: "GET", Path: "/"}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +139,7 @@ func TestHTTP(t *testing.T) {
 			}
 		})
 	}
-	if d := set.L4("web", "db", true); d.Allowed || !d.Matched || !d.Rule.L7() || d.Rule.String() != "web => db (11 permissions)" {
+	if d := set.L4("web", "db", true); d.Allowed || !d.Matched || !d.Rule.L7() || d.Rule.String() != "web => db (12 permissions)" {
 		t.Errorf("L4 on an L7 intention = %+v (%s), want a matched denial", d, d.Rule)
 	}
 	// An L4 intention decides requests too.
