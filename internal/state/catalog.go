@@ -463,15 +463,19 @@ func (r *ReadTxn) ServiceNodes(ws memdb.WatchSet, name string) (uint64, []*struc
 	if err != nil {
 		return 0, nil, err
 	}
+	return idx, toServiceNodes(rows, nodes), nil
+}
+
+// toServiceNodes joins instances with their nodes, skipping instances
+// whose node is gone.
+func toServiceNodes(rows []*serviceRow, nodes map[string]*structs.Node) []*structs.ServiceNode {
 	out := make([]*structs.ServiceNode, 0, len(rows))
 	for _, row := range rows {
-		n := nodes[row.Node]
-		if n == nil {
-			continue
+		if n := nodes[row.Node]; n != nil {
+			out = append(out, ToServiceNode(n, row.S))
 		}
-		out = append(out, ToServiceNode(n, row.S))
 	}
-	return idx, out, nil
+	return out
 }
 
 // ToServiceNode joins a node and one of its service instances.
@@ -582,6 +586,13 @@ func (r *ReadTxn) CheckServiceNodes(ws memdb.WatchSet, name string) (uint64, []*
 	if err != nil {
 		return 0, nil, err
 	}
+	out, err := r.withChecks(rows, nodes)
+	return idx, out, err
+}
+
+// withChecks joins instances with their nodes and with the node's and
+// the instance's checks, skipping instances whose node is gone.
+func (r *ReadTxn) withChecks(rows []*serviceRow, nodes map[string]*structs.Node) ([]*structs.CheckServiceNode, error) {
 	out := make([]*structs.CheckServiceNode, 0, len(rows))
 	nodeChecks := make(map[string][]*structs.HealthCheck)
 	for _, row := range rows {
@@ -591,22 +602,21 @@ func (r *ReadTxn) CheckServiceNodes(ws memdb.WatchSet, name string) (uint64, []*
 		}
 		nc, ok := nodeChecks[row.Node]
 		if !ok {
-			nc, err = r.checksOf(row.Node, "")
-			if err != nil {
-				return 0, nil, err
+			var err error
+			if nc, err = r.checksOf(row.Node, ""); err != nil {
+				return nil, err
 			}
 			nodeChecks[row.Node] = nc
 		}
 		sc, err := r.checksOf(row.Node, row.ServiceID)
 		if err != nil {
-			return 0, nil, err
+			return nil, err
 		}
 		checks := make([]*structs.HealthCheck, 0, len(nc)+len(sc))
-		checks = append(checks, nc...)
-		checks = append(checks, sc...)
+		checks = append(append(checks, nc...), sc...)
 		out = append(out, &structs.CheckServiceNode{Node: n, Service: row.S, Checks: checks})
 	}
-	return idx, out, nil
+	return out, nil
 }
 
 // checksOf returns the checks of node bound to serviceID ("" for the

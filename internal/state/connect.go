@@ -104,13 +104,7 @@ func (r *ReadTxn) ConnectServiceNodes(ws memdb.WatchSet, name string) (uint64, [
 	if err != nil {
 		return 0, nil, err
 	}
-	out := make([]*structs.ServiceNode, 0, len(rows))
-	for _, row := range rows {
-		if n := nodes[row.Node]; n != nil {
-			out = append(out, ToServiceNode(n, row.S))
-		}
-	}
-	return idx, out, nil
+	return idx, toServiceNodes(rows, nodes), nil
 }
 
 // CheckConnectServiceNodes returns /v1/health/connect/:name entries: each
@@ -120,27 +114,6 @@ func (r *ReadTxn) CheckConnectServiceNodes(ws memdb.WatchSet, name string) (uint
 	if err != nil {
 		return 0, nil, err
 	}
-	out := make([]*structs.CheckServiceNode, 0, len(rows))
-	nodeChecks := make(map[string][]*structs.HealthCheck)
-	for _, row := range rows {
-		n := nodes[row.Node]
-		if n == nil {
-			continue
-		}
-		nc, ok := nodeChecks[row.Node]
-		if !ok {
-			if nc, err = r.checksOf(row.Node, ""); err != nil {
-				return 0, nil, err
-			}
-			nodeChecks[row.Node] = nc
-		}
-		sc, err := r.checksOf(row.Node, row.ServiceID)
-		if err != nil {
-			return 0, nil, err
-		}
-		checks := make([]*structs.HealthCheck, 0, len(nc)+len(sc))
-		checks = append(append(checks, nc...), sc...)
-		out = append(out, &structs.CheckServiceNode{Node: n, Service: row.S, Checks: checks})
-	}
-	return idx, out, nil
+	out, err := r.withChecks(rows, nodes)
+	return idx, out, err
 }
