@@ -1,6 +1,10 @@
 package configentry
 
-import "time"
+import (
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/structs"
+)
 
 // The JSON shapes here are those of Consul's api module (config_entry.go,
 // config_entry_intentions.go, config_entry_mesh.go), so that its client
@@ -198,50 +202,16 @@ type PeeringMeshConfig struct {
 	PeerThroughMeshGateways bool `json:",omitempty"`
 }
 
-// MeshGatewayConfig says how upstream connections use mesh gateways.
-type MeshGatewayConfig struct {
-	Mode string `json:",omitempty"` // "", none, local or remote
-}
-
-// TransparentProxyConfig tunes a transparent proxy.
-type TransparentProxyConfig struct {
-	OutboundListenerPort int  `json:",omitempty"`
-	DialedDirectly       bool `json:",omitempty"`
-}
-
-// ExposeConfig lists HTTP paths a proxy exposes outside the mesh.
-type ExposeConfig struct {
-	Checks bool         `json:",omitempty"`
-	Paths  []ExposePath `json:",omitempty"`
-}
-
-// ExposePath is one exposed path.
-type ExposePath struct {
-	ListenerPort    int    `json:",omitempty"`
-	Path            string `json:",omitempty"`
-	LocalPathPort   int    `json:",omitempty"`
-	Protocol        string `json:",omitempty"` // http or http2
-	ParsedFromCheck bool
-}
-
-// AccessLogsConfig sets the proxies' access logs.
-type AccessLogsConfig struct {
-	Enabled             bool   `json:",omitempty"`
-	DisableListenerLogs bool   `json:",omitempty"`
-	Type                string `json:",omitempty"` // "", file, stderr or stdout
-	Path                string `json:",omitempty"`
-	JSONFormat          string `json:",omitempty"`
-	TextFormat          string `json:",omitempty"`
-}
-
-// EnvoyExtension is stored and not acted on.
-type EnvoyExtension struct {
-	Name          string
-	Required      bool
-	Arguments     map[string]any
-	ConsulVersion string
-	EnvoyVersion  string
-}
+// The proxy settings config entries share with service registrations
+// are the same types as a registration's Proxy block.
+type (
+	MeshGatewayConfig      = structs.MeshGatewayConfig
+	TransparentProxyConfig = structs.TransparentProxyConfig
+	ExposeConfig           = structs.ExposeConfig
+	ExposePath             = structs.ExposePath
+	AccessLogsConfig       = structs.AccessLogsConfig
+	EnvoyExtension         = structs.EnvoyExtension
+)
 
 // UpstreamConfiguration holds per-upstream settings of a service.
 type UpstreamConfiguration struct {
