@@ -41,7 +41,7 @@ if ((${#need[@]} > 0)); then
 	command -v ip >/dev/null || { log "iproute2 installed but ip is missing"; exit 1; }
 	command -v openssl >/dev/null || { log "openssl installed but missing"; exit 1; }
 else
-	log "python3-consul, dnsutils and iproute2 already installed"
+	log "python3-consul, dnsutils, iproute2 and openssl already installed"
 fi
 
 # --- consul-template -------------------------------------------------------
