@@ -98,6 +98,9 @@ type Agent struct {
 	// servicesCh is closed and replaced at each change to services.
 	servicesCh chan struct{} // guarded by mu
 	closed     bool          // guarded by mu: Close has stopped the check runners
+	// heldSidecarPorts, while the agent starts, are the ports of persisted
+	// sidecars not yet restored; guarded by mu.
+	heldSidecarPorts map[int]bool
 	// view is what alias checks read of services and checks (alias.go);
 	// replaced under mu, read without it.
 	view atomic.Pointer[localView]
@@ -212,12 +215,20 @@ func (a *Agent) start(ctx context.Context) error {
 		a.runCheckUpdates(a.done)
 	}()
 	// Config first: persisted API checks may belong to config services.
+	// The ports of persisted sidecars are held meanwhile, so that a config
+	// sidecar does not take one.
+	a.mu.Lock()
+	a.heldSidecarPorts = a.persistedSidecarPorts()
+	a.mu.Unlock()
 	if err := a.loadConfigDefinitions(a.cfg); err != nil {
 		return err
 	}
 	if err := a.loadPersisted(); err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.heldSidecarPorts = nil
+	a.mu.Unlock()
 	if standalone {
 		if err := a.SyncFull(); err != nil {
 			return fmt.Errorf("agent: first sync: %w", err)

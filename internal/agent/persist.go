@@ -94,3 +94,32 @@ func (a *Agent) loadPersisted() error {
 	}
 	return nil
 }
+
+// persistedSidecarPorts returns the ports of the sidecars that the
+// persisted API registrations will bring back. Config services load
+// first, and a config sidecar given a port automatically must not take
+// one of these.
+func (a *Agent) persistedSidecarPorts() map[int]bool {
+	if a.cfg.DataDir == "" {
+		return nil
+	}
+	files, _ := filepath.Glob(filepath.Join(a.cfg.DataDir, "services", "*.json"))
+	ports := make(map[int]bool)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // loadPersisted reports it
+		}
+		var def structs.ServiceDefinition
+		if json.Unmarshal(b, &def) != nil {
+			continue
+		}
+		if def.Kind == structs.ServiceKindConnectProxy && def.Port != 0 {
+			ports[def.Port] = true
+		}
+		if def.Connect != nil && def.Connect.SidecarService != nil && def.Connect.SidecarService.Port != 0 {
+			ports[def.Connect.SidecarService.Port] = true
+		}
+	}
+	return ports
+}

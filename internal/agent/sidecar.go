@@ -151,6 +151,9 @@ func (a *Agent) sidecarPort(id string, reserved map[int]bool) (int, error) {
 	for p := range reserved {
 		taken[p] = true
 	}
+	for p := range a.heldSidecarPorts {
+		taken[p] = true
+	}
 	for p := lo; p <= hi; p++ {
 		if !taken[p] {
 			return p, nil
