@@ -500,8 +500,13 @@ func (a *Agent) updateCheck(id, status, output string) {
 	if status == structs.HealthCritical && lc.check.Status != structs.HealthCritical {
 		lc.criticalSince = time.Now()
 	}
+	statusChanged := lc.check.Status != status
 	lc.check = n
-	a.localChangedLocked()
+	if statusChanged {
+		// Alias checks follow statuses only: an output-only change (most
+		// check results) need not rebuild their view.
+		a.localChangedLocked()
+	}
 	a.mu.Unlock()
 	if err := a.syncCheckLocked(id); err != nil {
 		a.logger.Warn("syncing check", "check", id, "error", err)
