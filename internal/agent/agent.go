@@ -60,6 +60,15 @@ type Options struct {
 	// cached Connect leaf is due for renewal: it gets the wait the agent
 	// chose, and the leaf is renewed when the channel it returns sends.
 	LeafRenewAfter func(d time.Duration) <-chan time.Time
+	// LeafIdleAfter, when set, replaces the timer after which a cached
+	// Connect leaf nobody asked for is dropped (default 72 hours after
+	// the last request): it gets the wait, and the leaf is dropped when
+	// the channel it returns sends, unless it was asked for since.
+	LeafIdleAfter func(d time.Duration) <-chan time.Time
+	// LeafSigned, when set, is called after the leader signed a leaf for
+	// a cached service and before the agent keeps it (tests hold it there
+	// to change the roots meanwhile).
+	LeafSigned func(service string)
 }
 
 // Agent is a running Trellis agent.

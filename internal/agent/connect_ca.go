@@ -34,7 +34,8 @@ import (
 // between 60% and 90% of its lifetime, and re-issued as soon as the
 // active root changes. Everything starts at the first request, so an
 // agent that never serves Connect costs nothing; every goroutine ends at
-// Close. Cached leaves are kept until Close.
+// Close. A cached leaf nobody has asked for in leafIdleTime is dropped,
+// its goroutine with it; a later request signs a new one.
 
 // connectCAOptions is the server's CA configuration from the agent
 // config; nil when connect is disabled.
@@ -54,6 +55,9 @@ const (
 	caFirstLeafWait = 10 * time.Second
 	caRetryMin      = 500 * time.Millisecond
 	caRetryMax      = time.Minute
+	// leafIdleTime is how long a cached leaf is kept, and renewed,
+	// after its last request: as Consul's agent cache keeps a leaf.
+	leafIdleTime = 72 * time.Hour
 )
 
 // caClient implements httpapi.AgentCA for an Agent.
@@ -76,6 +80,13 @@ type leafEntry struct {
 	akid string              // the leaf's authority key ID: its root's SigningKeyID
 	err  error               // the first signing's error (the entry is dropped then)
 	ch   chan struct{}       // closed at each change of cert or err
+
+	// For idle eviction: the number of requests so far, the last one's
+	// time, and how many are in progress (a blocking query keeps the
+	// entry in use while it waits).
+	reqs     uint64
+	lastUsed time.Time
+	waiters  int
 }
 
 func newCAClient(a *Agent) *caClient {
@@ -265,6 +276,14 @@ func (c *caClient) ConnectCALeaf(ctx context.Context, service string, minIndex u
 			return nil, false, errors.New("agent: shutting down")
 		}
 	}
+	e.reqs++
+	e.lastUsed = time.Now()
+	e.waiters++
+	defer func() {
+		// Under c.mu again, whichever way the loop below returns.
+		e.waiters--
+		e.lastUsed = time.Now()
+	}()
 	hit := true
 	for {
 		if e.cert != nil && e.cert.ModifyIndex > minIndex {
@@ -291,13 +310,78 @@ func (c *caClient) ConnectCALeaf(ctx context.Context, service string, minIndex u
 	}
 }
 
+// leafIdle is the idle timer of a cached leaf.
+type leafIdle struct {
+	c    *caClient
+	e    *leafEntry
+	C    <-chan time.Time
+	stop func()
+	reqs uint64 // e.reqs when armed
+}
+
+// newLeafIdle arms e's idle timer for leafIdleTime (e has just been
+// asked for).
+func (c *caClient) newLeafIdle(e *leafEntry) *leafIdle {
+	t := &leafIdle{c: c, e: e, stop: func() {}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.armLocked(leafIdleTime)
+	return t
+}
+
+func (t *leafIdle) armLocked(d time.Duration) {
+	t.stop()
+	t.reqs = t.e.reqs
+	if f := t.c.a.opts.LeafIdleAfter; f != nil {
+		t.C, t.stop = f(d), func() {}
+		return
+	}
+	timer := time.NewTimer(d)
+	t.C, t.stop = timer.C, func() { timer.Stop() }
+}
+
+// fired handles the timer's firing: true when the leaf has not been
+// asked for since the timer was armed and none is waiting for it, in
+// which case it is no longer cached (a later request makes a new entry)
+// and its goroutine must end. Else the timer is armed again, for
+// leafIdleTime after the last request.
+func (t *leafIdle) fired(service string) bool {
+	c, e := t.c, t.e
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.waiters == 0 && e.reqs == t.reqs {
+		if c.leaves[service] == e {
+			delete(c.leaves, service)
+		}
+		return true
+	}
+	d := leafIdleTime
+	if e.waiters == 0 {
+		d = max(time.Until(e.lastUsed.Add(leafIdleTime)), 0)
+	}
+	t.armLocked(d)
+	return false
+}
+
 // manageLeaf signs service's leaf, then renews it until the agent
-// closes. When the first signing fails, the entry is dropped with the
-// error, so the next request tries afresh.
+// closes or the leaf has not been asked for in leafIdleTime. When the
+// first signing fails, the entry is dropped with the error, so the next
+// request tries afresh.
 func (c *caClient) manageLeaf(service string, e *leafEntry) {
+	idle := c.newLeafIdle(e)
+	defer func() { idle.stop() }()
 	backoff := caRetryMin
 	for {
+		// The roots' channel is taken before signing: a rotation while
+		// the leader signs (with the old root, maybe) closes it, and
+		// waitRenew then compares the leaf with the new active root.
+		c.mu.Lock()
+		rootsCh := c.rootsCh
+		c.mu.Unlock()
 		cert, akid, err := c.signLeaf(service)
+		if f := c.a.opts.LeafSigned; f != nil && err == nil {
+			f(service)
+		}
 		c.mu.Lock()
 		if err != nil {
 			if e.cert == nil {
@@ -309,11 +393,19 @@ func (c *caClient) manageLeaf(service string, e *leafEntry) {
 			}
 			c.mu.Unlock()
 			c.a.logger.Warn("connect: renewing leaf failed", "service", service, "error", err)
+			retry := time.NewTimer(backoff)
 			select {
 			case <-c.a.done:
+				retry.Stop()
 				return
-			case <-time.After(backoff):
+			case <-idle.C:
+				if idle.fired(service) {
+					retry.Stop()
+					return
+				}
+			case <-retry.C:
 			}
+			retry.Stop()
 			backoff = min(2*backoff, caRetryMax)
 			continue
 		}
@@ -326,9 +418,8 @@ func (c *caClient) manageLeaf(service string, e *leafEntry) {
 		e.cert, e.akid = cert, akid
 		close(e.ch)
 		e.ch = make(chan struct{})
-		rootsCh := c.rootsCh
 		c.mu.Unlock()
-		if !c.waitRenew(e, cert, rootsCh) {
+		if !c.waitRenew(service, e, cert, rootsCh, idle) {
 			return
 		}
 	}
@@ -336,8 +427,9 @@ func (c *caClient) manageLeaf(service string, e *leafEntry) {
 
 // waitRenew waits until cert is due for renewal (a random point between
 // 60% and 90% of its lifetime) or the active root is no longer the one
-// that signed it; false when the agent closes.
-func (c *caClient) waitRenew(e *leafEntry, cert *structs.IssuedCert, rootsCh chan struct{}) bool {
+// that signed it; false when the agent closes or the leaf, unused, is
+// dropped. rootsCh is the roots' channel from before cert was signed.
+func (c *caClient) waitRenew(service string, e *leafEntry, cert *structs.IssuedCert, rootsCh chan struct{}, idle *leafIdle) bool {
 	life := cert.ValidBefore.Sub(cert.ValidAfter)
 	at := cert.ValidAfter.Add(time.Duration(float64(life) * (0.6 + 0.3*mrand.Float64())))
 	var due <-chan time.Time
@@ -354,6 +446,11 @@ func (c *caClient) waitRenew(e *leafEntry, cert *structs.IssuedCert, rootsCh cha
 			return false
 		case <-due:
 			return true
+		case <-idle.C:
+			if idle.fired(service) {
+				return false
+			}
+			continue
 		case <-rootsCh:
 		}
 		c.mu.Lock()

@@ -215,7 +215,7 @@ func rootRow(r *ca.Root, td string) *structs.CARoot {
 		ID:                  ca.Fingerprint(r.Cert),
 		Name:                ca.RootName,
 		SerialNumber:        r.Cert.SerialNumber.Uint64(),
-		SigningKeyID:        ca.HexString(r.Cert.SubjectKeyId),
+		SigningKeyID:        ca.HexString(ca.KeyID(r.Cert)),
 		ExternalTrustDomain: td,
 		NotBefore:           r.Cert.NotBefore.UTC(),
 		NotAfter:            r.Cert.NotAfter.UTC(),
@@ -360,8 +360,12 @@ func (s *Server) ConnectCAConfiguration() (*structs.CAConfiguration, error) {
 // size, a supplied RootCert that is not the active root) rotates: the
 // new root, cross-signed by the old one, becomes the active root, and
 // the old one stays trusted until the last leaf it signed has expired.
-// Any other change (LeafCertTTL, ...) keeps the roots. Bad input is a
-// structs.BadRequestError naming the field, and changes nothing.
+// Any other change (LeafCertTTL, ...) keeps the roots: a configuration
+// that gives no PrivateKeyType/PrivateKeyBits keeps the active root's,
+// and the stored configuration always holds the active root's, so one
+// read back and written again does not rotate. A supplied RootCert is
+// checked (ca.suppliedRoot) even when it is the active root. Bad input
+// is a structs.BadRequestError naming the field, and changes nothing.
 func (s *Server) ConnectCASetConfiguration(req *structs.CAConfiguration) error {
 	if !s.ConnectEnabled() {
 		return ErrConnectNotEnabled
@@ -406,16 +410,35 @@ func (s *Server) ConnectCASetConfiguration(req *structs.CAConfiguration) error {
 	if err != nil {
 		return fmt.Errorf("connect: stored CA configuration: %w", err)
 	}
+	td := connect.TrustDomain(cur.ClusterID)
+	if name == cur.Provider {
+		// A configuration silent about the key keeps the active root's:
+		// so is it stored, and a GET → PUT round trip keeps the root.
+		pc.InheritKey(active.PrivateKeyType, active.PrivateKeyBits)
+	}
 	next := &structs.CAConfiguration{ClusterID: cur.ClusterID, Provider: name, Config: pc.Map(),
 		State: cur.State, ForceWithoutCrossSigning: req.ForceWithoutCrossSigning}
+	sameRoot := pc.RootCert != "" && ca.CertsEqual(pc.RootCert, active.RootCert)
 	rotate := name != cur.Provider ||
-		(pc.RootCert != "" && !ca.CertsEqual(pc.RootCert, active.RootCert)) ||
+		(pc.RootCert != "" && !sameRoot) ||
 		(pc.RootCert == "" && (pc.PrivateKeyType != active.PrivateKeyType || pc.PrivateKeyBits != active.PrivateKeyBits))
 	if !rotate {
+		if sameRoot {
+			// The active root supplied again: it is kept, but the
+			// PrivateKey (and the rest) must still be its own.
+			p, err := ca.New(name, pc)
+			if err != nil {
+				return structs.BadRequestError{Reason: err.Error()}
+			}
+			if _, err := p.GenerateRoot(td); err != nil {
+				if strings.HasPrefix(err.Error(), "Config.") {
+					return structs.BadRequestError{Reason: err.Error()}
+				}
+				return fmt.Errorf("connect: check root: %w", err)
+			}
+		}
 		return s.commitCAConfig(next, nil, cur.ModifyIndex)
 	}
-
-	td := connect.TrustDomain(cur.ClusterID)
 	p, err := ca.New(name, pc)
 	if err != nil {
 		return structs.BadRequestError{Reason: err.Error()}

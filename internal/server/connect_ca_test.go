@@ -5,8 +5,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"math/big"
 	"net/url"
 	"strings"
 	"sync"
@@ -276,5 +280,157 @@ func TestConnectCADisabled(t *testing.T) {
 	}
 	if idx := s.Store().MaxIndex("connect-ca-config", "connect-ca-roots"); idx != 0 {
 		t.Errorf("CA written with connect disabled, index %d", idx)
+	}
+}
+
+// operatorRoot makes a self-signed CA certificate and its key, PEM, of
+// an RSA-2048 key, valid from notBefore to notAfter.
+func operatorRoot(t *testing.T, notBefore, notAfter time.Time, usage x509.KeyUsage) (certPEM, keyPEM string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "operator root"},
+		NotBefore: notBefore, NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true, KeyUsage: usage}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
+}
+
+// wantBadRequest checks that err is a bad request naming field.
+func wantBadRequest(t *testing.T, what string, err error, field string) {
+	t.Helper()
+	if !structs.IsBadRequest(err) || !strings.Contains(err.Error(), field) {
+		t.Errorf("%s: %v, want a bad request naming %s", what, err, field)
+	}
+}
+
+// A supplied RSA root is stored with its own key type and size, so that
+// the configuration read back and written again (with a TTL changed), or
+// a configuration silent about the key, keeps it; a key type or size that
+// contradicts the supplied root is refused naming the field.
+func TestConnectCASuppliedRootRoundTrip(t *testing.T) {
+	s := startCA(t, "", nil)
+	certPEM, keyPEM := operatorRoot(t, time.Now().Add(-time.Hour), time.Now().Add(24*365*time.Hour), x509.KeyUsageCertSign)
+	for field, raw := range map[string]map[string]any{
+		"PrivateKeyType": {"PrivateKeyType": "ec"},
+		"PrivateKeyBits": {"PrivateKeyBits": 4096, "PrivateKeyType": "rsa"},
+	} {
+		raw["RootCert"], raw["PrivateKey"] = certPEM, keyPEM
+		err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Provider: "consul", Config: raw})
+		wantBadRequest(t, "contradicting "+field, err, field)
+	}
+	if _, roots := caRoots(t, s); len(roots) != 1 {
+		t.Fatalf("a refused configuration rotated: %d roots", len(roots))
+	}
+	if err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Provider: "consul",
+		Config: map[string]any{"RootCert": certPEM, "PrivateKey": keyPEM}}); err != nil {
+		t.Fatal(err)
+	}
+	_, roots := caRoots(t, s)
+	supplied := activeRoot(roots)
+	if !ca.CertsEqual(supplied.RootCert, certPEM) || supplied.PrivateKeyType != "rsa" || supplied.PrivateKeyBits != 2048 {
+		t.Fatalf("active root after supplying one: %+v", supplied)
+	}
+	checkStored := func(step string) {
+		t.Helper()
+		cfg, err := s.ConnectCAConfiguration()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Config["PrivateKeyType"] != "rsa" || fmt.Sprint(cfg.Config["PrivateKeyBits"]) != "2048" {
+			t.Fatalf("%s: stored %v, want the supplied root's rsa/2048", step, cfg.Config)
+		}
+		if _, roots := caRoots(t, s); activeRoot(roots).ID != supplied.ID {
+			t.Fatalf("%s: rotated away from the supplied root to %s/%d", step,
+				activeRoot(roots).PrivateKeyType, activeRoot(roots).PrivateKeyBits)
+		}
+	}
+	checkStored("after supplying")
+
+	// GET → PUT with LeafCertTTL changed.
+	cfg, _ := s.ConnectCAConfiguration()
+	back := map[string]any{}
+	for k, v := range cfg.Config {
+		back[k] = v
+	}
+	back["LeafCertTTL"] = "48h"
+	if err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Provider: cfg.Provider, Config: back}); err != nil {
+		t.Fatal(err)
+	}
+	checkStored("config read back and written")
+	// Silent about the key.
+	if err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Provider: "consul", Config: map[string]any{"LeafCertTTL": "36h"}}); err != nil {
+		t.Fatal(err)
+	}
+	checkStored("config without a key type")
+	if c, _ := s.ConnectCAConfiguration(); c.Config["LeafCertTTL"] != "36h" {
+		t.Fatalf("LeafCertTTL not changed: %v", c.Config)
+	}
+	// Asking for another key still rotates.
+	if err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Provider: "consul",
+		Config: map[string]any{"PrivateKeyType": "ec", "PrivateKeyBits": 256}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, roots := caRoots(t, s); activeRoot(roots).ID == supplied.ID || activeRoot(roots).PrivateKeyType != "ec" {
+		t.Fatalf("asking for an ec key did not rotate: %+v", activeRoot(roots))
+	}
+}
+
+// A supplied root that is not valid now, ends within LeafCertTTL, or may
+// not sign certificates is refused naming RootCert, and leaves the roots
+// as they were.
+func TestConnectCASuppliedRootValidity(t *testing.T) {
+	s := startCA(t, "", nil)
+	now := time.Now()
+	for name, tc := range map[string]struct {
+		from, to time.Time
+		usage    x509.KeyUsage
+	}{
+		"expired":           {now.Add(-48 * time.Hour), now.Add(-24 * time.Hour), x509.KeyUsageCertSign},
+		"not yet valid":     {now.Add(24 * time.Hour), now.Add(1000 * time.Hour), x509.KeyUsageCertSign},
+		"within leaf TTL":   {now.Add(-time.Hour), now.Add(12 * time.Hour), x509.KeyUsageCertSign},
+		"cannot sign certs": {now.Add(-time.Hour), now.Add(1000 * time.Hour), x509.KeyUsageDigitalSignature},
+	} {
+		certPEM, keyPEM := operatorRoot(t, tc.from, tc.to, tc.usage)
+		err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Provider: "consul",
+			Config: map[string]any{"RootCert": certPEM, "PrivateKey": keyPEM, "LeafCertTTL": "24h"}})
+		wantBadRequest(t, name, err, "RootCert")
+	}
+	if _, roots := caRoots(t, s); len(roots) != 1 || roots[0].PrivateKeyType != "ec" {
+		t.Fatalf("refused roots changed the roots: %+v", roots)
+	}
+	// The leaves of the root in use are still fine.
+	if _, leaf := signLeaf(t, s, "web"); !leaf.NotAfter.After(leaf.NotBefore) {
+		t.Fatalf("leaf valid %s to %s", leaf.NotBefore, leaf.NotAfter)
+	}
+}
+
+// The active root supplied again is kept without a rotation, but only
+// with its own key: another PrivateKey is refused naming it.
+func TestConnectCAActiveRootOtherKey(t *testing.T) {
+	s := startCA(t, "", nil)
+	certPEM, keyPEM := operatorRoot(t, time.Now().Add(-time.Hour), time.Now().Add(24*365*time.Hour), x509.KeyUsageCertSign)
+	if err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Config: map[string]any{"RootCert": certPEM, "PrivateKey": keyPEM}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := s.ConnectCAConfiguration()
+	_, otherKey := operatorRoot(t, time.Now().Add(-time.Hour), time.Now().Add(24*365*time.Hour), x509.KeyUsageCertSign)
+	err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Config: map[string]any{"RootCert": certPEM, "PrivateKey": otherKey}})
+	wantBadRequest(t, "active RootCert with another PrivateKey", err, "PrivateKey")
+	if c, _ := s.ConnectCAConfiguration(); c.ModifyIndex != cfg.ModifyIndex {
+		t.Fatal("a refused configuration was stored")
+	}
+	// With its own key: accepted, no rotation.
+	if err := s.ConnectCASetConfiguration(&structs.CAConfiguration{Config: map[string]any{"RootCert": certPEM,
+		"PrivateKey": keyPEM, "LeafCertTTL": "48h"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, roots := caRoots(t, s); len(roots) != 2 || !ca.CertsEqual(activeRoot(roots).RootCert, certPEM) {
+		t.Fatalf("the active root supplied again rotated: %d roots", len(roots))
 	}
 }

@@ -29,12 +29,12 @@ func newBuiltin(cfg *Config) (Provider, error) {
 }
 
 // GenerateRoot implements Provider: the configured PrivateKey and
-// RootCert when given (checked to be a CA certificate of that key), else
+// RootCert when given (checked by suppliedRoot), else
 // a new self-signed root with a key of PrivateKeyType and PrivateKeyBits,
 // valid for RootCertTTL.
 func (b *builtin) GenerateRoot(trustDomain string) (*Root, error) {
 	if b.cfg.RootCert != "" {
-		return suppliedRoot(b.cfg.RootCert, b.cfg.PrivateKey)
+		return suppliedRoot(b.cfg, b.now())
 	}
 	key, err := GenerateKey(b.cfg.PrivateKeyType, b.cfg.PrivateKeyBits)
 	if err != nil {
@@ -60,17 +60,36 @@ func (b *builtin) GenerateRoot(trustDomain string) (*Root, error) {
 		KeyType: b.cfg.PrivateKeyType, KeyBits: b.cfg.PrivateKeyBits}, nil
 }
 
-// suppliedRoot checks and returns a root an operator supplied. Its
+// suppliedRoot checks and returns the root an operator supplied in cfg:
+// a CA certificate (basic constraints CA:TRUE, and keyCertSign when it
+// states a key usage), valid now and for at least LeafCertTTL more (a
+// leaf never outlives its root, so a root closer to its end would sign
+// leaves cut short), of PrivateKey's key, of the PrivateKeyType and
+// PrivateKeyBits of cfg (ParseConfig sets them from RootCert). Its
 // errors name the config key at fault.
-func suppliedRoot(certPEM, keyPEM string) (*Root, error) {
-	cert, err := ParseCert(certPEM)
+func suppliedRoot(cfg *Config, now time.Time) (*Root, error) {
+	cert, err := ParseCert(cfg.RootCert)
 	if err != nil {
 		return nil, fmt.Errorf("Config.RootCert: %v", err)
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid {
 		return nil, errors.New("Config.RootCert: not a CA certificate (basic constraints CA:TRUE required)")
 	}
-	key, err := ParseKey(keyPEM)
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, errors.New("Config.RootCert: its key usage does not allow signing certificates (keyCertSign required)")
+	}
+	switch {
+	case now.Before(cert.NotBefore):
+		return nil, fmt.Errorf("Config.RootCert: not valid yet: valid from %s (now %s)",
+			cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case !now.Before(cert.NotAfter):
+		return nil, fmt.Errorf("Config.RootCert: expired at %s (now %s)",
+			cert.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case cert.NotAfter.Sub(now) < cfg.LeafCertTTL:
+		return nil, fmt.Errorf("Config.RootCert: expires at %s, less than LeafCertTTL (%s) from now: it must be valid for at least LeafCertTTL more",
+			cert.NotAfter.UTC().Format(time.RFC3339), FormatDuration(cfg.LeafCertTTL))
+	}
+	key, err := ParseKey(cfg.PrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("Config.PrivateKey: %v", err)
 	}
@@ -81,7 +100,13 @@ func suppliedRoot(certPEM, keyPEM string) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Config.RootCert: %v", err)
 	}
-	return &Root{Cert: cert, CertPEM: EncodeCert(cert), KeyPEM: keyPEM, KeyType: typ, KeyBits: bits}, nil
+	if typ != cfg.PrivateKeyType {
+		return nil, fmt.Errorf("Config.PrivateKeyType: %q contradicts RootCert, whose key is %s", cfg.PrivateKeyType, typ)
+	}
+	if bits != cfg.PrivateKeyBits {
+		return nil, fmt.Errorf("Config.PrivateKeyBits: %d contradicts RootCert, whose key has %d bits", cfg.PrivateKeyBits, bits)
+	}
+	return &Root{Cert: cert, CertPEM: EncodeCert(cert), KeyPEM: cfg.PrivateKey, KeyType: typ, KeyBits: bits}, nil
 }
 
 // LoadRoot implements Provider.
@@ -109,10 +134,18 @@ func (b *builtin) Sign(t *LeafTemplate) (*x509.Certificate, error) {
 		// A leaf never outlives the root that vouches for it.
 		t.NotAfter = b.root.NotAfter
 	}
+	if !t.NotAfter.After(t.NotBefore) {
+		return nil, fmt.Errorf("ca: sign leaf for %s: the signing root is valid until %s, before the leaf's start %s",
+			t.ID, b.root.NotAfter.UTC().Format(time.RFC3339), t.NotBefore.UTC().Format(time.RFC3339))
+	}
 	tmpl, err := leafCert(t)
 	if err != nil {
 		return nil, err
 	}
+	// The leaf names its root's key (the root's SubjectKeyId, or the
+	// key ID computed for a root without one), so that agents see
+	// which root signed it.
+	tmpl.AuthorityKeyId = KeyID(b.root)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.root, t.PublicKey, b.key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign leaf for %s: %w", t.ID, err)
@@ -133,7 +166,8 @@ func (b *builtin) CrossSign(other *x509.Certificate) (*x509.Certificate, error) 
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
 		Subject:               other.Subject,
-		SubjectKeyId:          other.SubjectKeyId,
+		SubjectKeyId:          KeyID(other),
+		AuthorityKeyId:        KeyID(b.root),
 		URIs:                  other.URIs,
 		NotBefore:             other.NotBefore,
 		NotAfter:              other.NotAfter,

@@ -10,6 +10,7 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -328,6 +329,27 @@ func rootCert(trustDomain string, now time.Time, ttl time.Duration) (*x509.Certi
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}, nil
+}
+
+// KeyID is a CA certificate's key ID: its SubjectKeyId, or for one
+// without (a supplied root may have none) the SHA-1 of its public key
+// (RFC 5280 4.2.1.2, method 1, as Go computes it for the roots it
+// generates). Leaves name it as their AuthorityKeyId, and the root's
+// CARoot.SigningKeyID is it, so a root without a SubjectKeyId still has
+// an ID that agents can tell apart from the next root's.
+func KeyID(c *x509.Certificate) []byte {
+	if len(c.SubjectKeyId) > 0 {
+		return c.SubjectKeyId
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(c.RawSubjectPublicKeyInfo, &spki); err != nil {
+		return nil
+	}
+	sum := sha1.Sum(spki.PublicKey.RightAlign())
+	return sum[:]
 }
 
 // SameKey reports whether a private key is the one of pub.

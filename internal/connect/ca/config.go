@@ -48,6 +48,10 @@ type Config struct {
 	PrivateKey string
 	RootCert   string
 
+	// keyTypeSet and keyBitsSet record whether PrivateKeyType and
+	// PrivateKeyBits were given (not defaulted): see InheritKey.
+	keyTypeSet, keyBitsSet bool
+
 	// Extra holds the Consul settings Trellis accepts and stores with no
 	// effect (RotationPeriod, CSRMaxPerSecond, CSRMaxConcurrent,
 	// SkipValidate), by their canonical names.
@@ -111,8 +115,10 @@ func ParseConfig(provider string, raw map[string]any) (*Config, error) {
 		case "PrivateKeyType":
 			c.PrivateKeyType, err = toString(v)
 			c.PrivateKeyType = strings.ToLower(c.PrivateKeyType)
+			c.keyTypeSet = c.PrivateKeyType != ""
 		case "PrivateKeyBits":
 			c.PrivateKeyBits, err = toInt(v)
+			c.keyBitsSet = c.PrivateKeyBits != 0
 		case "PrivateKey":
 			c.PrivateKey, err = toString(v)
 		case "RootCert":
@@ -128,10 +134,84 @@ func ParseConfig(provider string, raw map[string]any) (*Config, error) {
 			return nil, fmt.Errorf("Config.%s: %v", name, err)
 		}
 	}
+	if c.RootCert != "" && c.PrivateKey != "" {
+		if err := c.keyFromRoot(); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.fill(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// keyFromRoot sets PrivateKeyType and PrivateKeyBits to those of the
+// supplied RootCert's key, so that the configuration stored (Map)
+// describes the root in use. A type or size given that contradicts the
+// key is an error naming it. The rest of RootCert's checks (a CA, its
+// validity, PrivateKey its key) are the provider's, when it uses it.
+func (c *Config) keyFromRoot() error {
+	cert, err := ParseCert(c.RootCert)
+	if err != nil {
+		return fmt.Errorf("Config.RootCert: %v", err)
+	}
+	typ, bits, err := KeyInfo(cert.PublicKey)
+	if err != nil {
+		return fmt.Errorf("Config.RootCert: %v", err)
+	}
+	if c.keyTypeSet && c.PrivateKeyType != typ {
+		return fmt.Errorf("Config.PrivateKeyType: %q contradicts RootCert, whose key is %s (%d bits): give %q or leave it out",
+			c.PrivateKeyType, typ, bits, typ)
+	}
+	if c.keyBitsSet && c.PrivateKeyBits != bits {
+		return fmt.Errorf("Config.PrivateKeyBits: %d contradicts RootCert, whose key is %s (%d bits): give %d or leave it out",
+			c.PrivateKeyBits, typ, bits, bits)
+	}
+	if !validKeySize(typ, bits) {
+		return fmt.Errorf("Config.RootCert: its %s key of %d bits is not supported: want ec of 224, 256, 384 or 521 bits, or rsa of 2048, 3072 or 4096", typ, bits)
+	}
+	c.PrivateKeyType, c.PrivateKeyBits = typ, bits
+	return nil
+}
+
+// validKeySize reports whether a root key of typ and bits is one the
+// configuration allows.
+func validKeySize(typ string, bits int) bool {
+	switch typ {
+	case "ec":
+		switch bits {
+		case 224, 256, 384, 521:
+			return true
+		}
+	case "rsa":
+		switch bits {
+		case 2048, 3072, 4096:
+			return true
+		}
+	}
+	return false
+}
+
+// KeySet reports whether the configuration, as parsed, gave
+// PrivateKeyType or PrivateKeyBits (or a RootCert, which sets both).
+func (c *Config) KeySet() bool {
+	return c.keyTypeSet || c.keyBitsSet || c.RootCert != ""
+}
+
+// InheritKey makes a configuration that does not speak of the root key
+// keep the one in use (typ and bits, the active root's): with neither
+// PrivateKeyType nor PrivateKeyBits nor RootCert given it takes both,
+// and with only PrivateKeyType given, equal to typ, it takes bits. So a
+// configuration read back and written again (the stored one holds the
+// active root's key) or one that only changes a TTL does not rotate the
+// root. A key given otherwise is left as it is.
+func (c *Config) InheritKey(typ string, bits int) {
+	if c.RootCert != "" || c.keyBitsSet || !validKeySize(typ, bits) {
+		return
+	}
+	if !c.keyTypeSet || c.PrivateKeyType == typ {
+		c.PrivateKeyType, c.PrivateKeyBits = typ, bits
+	}
 }
 
 // fill sets the defaults and checks the ranges.
@@ -195,7 +275,10 @@ func (c *Config) fill() error {
 // durations as strings, with the defaults filled in. PrivateKey and
 // RootCert are left out: a supplied root is kept, key and all, as a
 // CARoot (the roots endpoint shows its certificate), and a configuration
-// read back can be written again without the key.
+// read back can be written again without the key. PrivateKeyType and
+// PrivateKeyBits are those of the root in use (a supplied root's own,
+// see keyFromRoot; the active root's, see InheritKey), so writing back
+// what was read keeps that root.
 func (c *Config) Map() map[string]any {
 	m := map[string]any{
 		"LeafCertTTL":         FormatDuration(c.LeafCertTTL),
