@@ -98,6 +98,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad proxy protocol", `{"Kind":"proxy-defaults","Config":{"protocol":"udp"}}`, "Config.protocol"},
 		{"override without name", `{"Kind":"service-defaults","Name":"web","UpstreamConfig":{"Overrides":[{"Protocol":"http"}]}}`, "UpstreamConfig.Overrides[0].Name: required"},
 		{"bad mesh TLS", `{"Kind":"mesh","TLS":{"Incoming":{"TLSMinVersion":"TLSv9"}}}`, "TLS.Incoming.TLSMinVersion"},
+		{"bad mesh default policy", `{"Kind":"mesh","default_intention_policy":"maybe"}`, `DefaultIntentionPolicy: invalid value "maybe"`},
 		{"intention no action", `{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"allow"},{"Name":"api"}]}`, `Sources[1].Action: must be set to "allow" or "deny"`},
 		{"intention bad action", `{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"permit"}]}`, `Sources[0].Action`},
 		{"intention both", `{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"web","Action":"allow","Permissions":[{"Action":"allow","HTTP":{"PathExact":"/"}}]}]}`, "Sources[0].Action: must be omitted if Permissions are specified"},

@@ -21,6 +21,12 @@ const (
 	MeshConfigMesh = "mesh"
 )
 
+// Values of MeshConfigEntry.DefaultIntentionPolicy.
+const (
+	IntentionDefaultAllow = "allow"
+	IntentionDefaultDeny  = "deny"
+)
+
 // Entry is one config entry of any kind.
 //
 // Entries handed out by the state store are shared: callers must not

@@ -153,6 +153,12 @@ type MeshConfigEntry struct {
 	TLS                              *MeshTLSConfig     `json:",omitempty"`
 	HTTP                             *MeshHTTPConfig    `json:",omitempty"`
 	Peering                          *PeeringMeshConfig `json:",omitempty"`
+	// DefaultIntentionPolicy, a Trellis setting Consul does not have,
+	// decides connections that no intention matches: "allow" or "deny";
+	// "" leaves it to the agents' acl.default_policy (allow with ACLs
+	// off). Consul's api.MeshConfigEntry does not know it: writing the
+	// entry back through that client clears it.
+	DefaultIntentionPolicy string `json:",omitempty"`
 
 	Meta        map[string]string `json:",omitempty"`
 	CreateIndex uint64

@@ -287,6 +287,9 @@ func (e *MeshConfigEntry) Validate() error {
 	if e.Partition != "" && e.Partition != "default" {
 		return fmt.Errorf("Partition: %q: admin partitions are not supported", e.Partition)
 	}
+	if err := validOneOf("DefaultIntentionPolicy", e.DefaultIntentionPolicy, "", IntentionDefaultAllow, IntentionDefaultDeny); err != nil {
+		return err
+	}
 	if t := e.TLS; t != nil {
 		for _, f := range []struct {
 			dir string

@@ -60,8 +60,9 @@ type Deps struct {
 	// otherwise. See intention_endpoints.go.
 	IntentionDefaultDeny bool
 	// RemoteIntentions, on a client agent, returns the datacenter's
-	// service-intentions entries from the agent's cache of the servers'.
-	RemoteIntentions func(ctx context.Context) ([]*configentry.ServiceIntentionsConfigEntry, error)
+	// service-intentions entries and mesh entry (nil when none) from the
+	// agent's cache of the servers'.
+	RemoteIntentions func(ctx context.Context) ([]*configentry.ServiceIntentionsConfigEntry, *configentry.MeshConfigEntry, error)
 	// ConnectCA serves /v1/agent/connect/ca/*; see connect_ca_endpoints.go.
 	ConnectCA AgentCA
 }

@@ -288,9 +288,40 @@ func (a *API) intentionCheck(w http.ResponseWriter, r *http.Request) (any, error
 		if err != nil {
 			return 0, nil, err
 		}
-		d := set.L4(src, dst, !a.deps.IntentionDefaultDeny)
+		mesh, err := meshEntry(ws, rt)
+		if err != nil {
+			return 0, nil, err
+		}
+		allow, _ := a.intentionDefault(mesh)
+		d := set.L4(src, dst, allow)
 		return idx, struct{ Allowed bool }{d.Allowed}, nil
 	})
+}
+
+// meshEntry returns the stored mesh config entry, or nil.
+func meshEntry(ws memdb.WatchSet, rt *state.ReadTxn) (*configentry.MeshConfigEntry, error) {
+	_, e, err := rt.ConfigEntry(ws, configentry.MeshConfig, configentry.MeshConfigMesh)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	return e.(*configentry.MeshConfigEntry), nil
+}
+
+// Reasons authorize gives when no intention matched.
+const (
+	reasonDefaultACL  = "Default behavior configured by ACLs"
+	reasonDefaultMesh = "Default behavior configured by the mesh config entry"
+)
+
+// intentionDefault is the decision for a connection no intention
+// matches, and its reason: the mesh entry's DefaultIntentionPolicy when
+// set, else deny when the agent's ACLs are enabled with default_policy
+// deny, else allow.
+func (a *API) intentionDefault(mesh *configentry.MeshConfigEntry) (allow bool, reason string) {
+	if mesh != nil && mesh.DefaultIntentionPolicy != "" {
+		return mesh.DefaultIntentionPolicy == configentry.IntentionDefaultAllow, reasonDefaultMesh
+	}
+	return !a.deps.IntentionDefaultDeny, reasonDefaultACL
 }
 
 // destinationSet builds the intentions that can apply to dst: those of
@@ -330,8 +361,8 @@ type AuthorizeResponse struct {
 // agentConnectAuthorize decides whether the service named in a client
 // certificate's URI may connect to Target, by the intentions, and says
 // why. A matching L7 intention denies: its permissions are enforced per
-// request by the proxy. With no matching intention, the default is to
-// allow, unless the agent's ACLs are enabled with default_policy deny.
+// request by the proxy. With no matching intention, intentionDefault
+// decides.
 // A client agent answers from its cache of the servers' intentions.
 func (a *API) agentConnectAuthorize(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req AuthorizeRequest
@@ -352,12 +383,13 @@ func (a *API) agentConnectAuthorize(w http.ResponseWriter, r *http.Request) (any
 	if err != nil {
 		return nil, badRequest("ClientCertURI not a valid Connect service identifier: %v", err)
 	}
-	set, err := a.authorizeSet(r.Context(), req.Target)
+	set, mesh, err := a.authorizeSet(r.Context(), req.Target)
 	if err != nil {
 		return nil, err
 	}
-	d := set.L4(id.Service, req.Target, !a.deps.IntentionDefaultDeny)
-	resp := &AuthorizeResponse{Authorized: d.Allowed, Reason: "Default behavior configured by ACLs"}
+	allow, reason := a.intentionDefault(mesh)
+	d := set.L4(id.Service, req.Target, allow)
+	resp := &AuthorizeResponse{Authorized: d.Allowed, Reason: reason}
 	switch {
 	case d.Matched && d.Rule.L7():
 		resp.Reason = "Matched L7 intention: " + d.Rule.String()
@@ -367,18 +399,23 @@ func (a *API) agentConnectAuthorize(w http.ResponseWriter, r *http.Request) (any
 	return resp, nil
 }
 
-// authorizeSet returns the intentions that apply to target: from the
-// store on a server, from the agent's cache on a client agent.
-func (a *API) authorizeSet(ctx context.Context, target string) (*intention.Set, error) {
+// authorizeSet returns the intentions that apply to target and the mesh
+// entry (nil when none is stored): from the store on a server, from the
+// agent's cache on a client agent.
+func (a *API) authorizeSet(ctx context.Context, target string) (*intention.Set, *configentry.MeshConfigEntry, error) {
 	if a.deps.Server != nil || a.deps.RemoteIntentions == nil {
 		rt := a.deps.Store.Read()
 		defer rt.Abort()
 		_, set, err := destinationSet(nil, rt, target)
-		return set, err
+		if err != nil {
+			return nil, nil, err
+		}
+		mesh, err := meshEntry(nil, rt)
+		return set, mesh, err
 	}
-	entries, err := a.deps.RemoteIntentions(ctx)
+	entries, mesh, err := a.deps.RemoteIntentions(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var mine []*configentry.ServiceIntentionsConfigEntry
 	for _, e := range entries {
@@ -386,5 +423,5 @@ func (a *API) authorizeSet(ctx context.Context, target string) (*intention.Set, 
 			mine = append(mine, e)
 		}
 	}
-	return intention.NewSet(mine), nil
+	return intention.NewSet(mine), mesh, nil
 }

@@ -224,3 +224,49 @@ default_policy = "deny" }`}})
 		t.Errorf("IntentionCheck with default deny = %v, %v", ok, err)
 	}
 }
+
+// The mesh entry's DefaultIntentionPolicy decides connections no
+// intention matches, over the agent's ACL default, for authorize and
+// check alike; removing it gives the decision back to the ACL default.
+func TestConnectAuthorizeMeshDefault(t *testing.T) {
+	a := start(t, agenttest.Options{Args: []string{"-hcl", `acl { enabled = true
+default_policy = "deny" }`}})
+	web := certURI(t, "web")
+	decide := func() (*api.AgentAuthorize, bool) {
+		t.Helper()
+		res, err := a.c.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: "db", ClientCertURI: web})
+		must(t, err)
+		ok, _, err := a.c.Connect().IntentionCheck(&api.IntentionCheck{Source: "web", Destination: "db"}, nil)
+		must(t, err)
+		return res, ok
+	}
+	setMesh := func(policy string) {
+		t.Helper()
+		a.do(t, "PUT", "/v1/config", `{"Kind":"mesh","DefaultIntentionPolicy":"`+policy+`"}`).expect(t, "mesh entry", http.StatusOK)
+	}
+	setMesh("allow")
+	if res, ok := decide(); !res.Authorized || !ok || res.Reason != "Default behavior configured by the mesh config entry" {
+		t.Errorf("mesh allow over ACL deny: authorize %+v, check %v", res, ok)
+	}
+	setMesh("deny")
+	if res, ok := decide(); res.Authorized || ok || res.Reason != "Default behavior configured by the mesh config entry" {
+		t.Errorf("mesh deny: authorize %+v, check %v", res, ok)
+	}
+	// An intention still decides before any default.
+	_, err := a.c.Connect().IntentionUpsert(&api.Intention{SourceName: "web", DestinationName: "db", Action: api.IntentionActionAllow}, nil)
+	must(t, err)
+	if res, ok := decide(); !res.Authorized || !ok {
+		t.Errorf("allow intention under a mesh deny: authorize %+v, check %v", res, ok)
+	}
+	_, err = a.c.Connect().IntentionDeleteExact("web", "db", nil)
+	must(t, err)
+	a.do(t, "PUT", "/v1/config", `{"Kind":"mesh","DefaultIntentionPolicy":"sometimes"}`).expect(t, "bad policy", http.StatusBadRequest)
+	if res, _ := decide(); res.Authorized {
+		t.Errorf("a refused mesh write changed the default: %+v", res)
+	}
+	_, err = a.c.ConfigEntries().Delete(api.MeshConfig, api.MeshConfigMesh, nil)
+	must(t, err)
+	if res, ok := decide(); res.Authorized || ok || res.Reason != "Default behavior configured by ACLs" {
+		t.Errorf("without a mesh entry, ACL deny: authorize %+v, check %v", res, ok)
+	}
+}

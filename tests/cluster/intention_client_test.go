@@ -38,4 +38,21 @@ func TestClientAgentAuthorize(t *testing.T) {
 		}
 		return nil
 	})
+	// The mesh entry's default reaches the client's cache too: with
+	// DefaultIntentionPolicy deny, a pair no intention covers is denied.
+	toCache := func() (*api.AgentAuthorize, error) {
+		return c.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: "cache", ClientCertURI: uri})
+	}
+	if r, err := toCache(); err != nil || !r.Authorized {
+		t.Fatalf("authorize web -> cache before the mesh default = %+v, %v; want allowed", r, err)
+	}
+	if _, err := servers[0].client(t).Raw().Write("/v1/config", map[string]string{"Kind": "mesh", "DefaultIntentionPolicy": "deny"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if r, err := toCache(); err != nil || r.Authorized || r.Reason != "Default behavior configured by the mesh config entry" {
+			return fmt.Errorf("authorize web -> cache on the client after a mesh deny = %+v, %v; want denied by the mesh", r, err)
+		}
+		return nil
+	})
 }
