@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -471,7 +472,7 @@ func (c *caClient) signLeaf(service string) (*structs.IssuedCert, string, error)
 		return nil, "", err
 	}
 	id := connect.ServiceID{TrustDomain: td, Namespace: connect.DefaultNamespace, Datacenter: c.a.cfg.Datacenter, Service: service}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := c.leafKey()
 	if err != nil {
 		return nil, "", err
 	}
@@ -497,6 +498,28 @@ func (c *caClient) signLeaf(service string) (*structs.IssuedCert, string, error)
 	}
 	ic.PrivateKeyPEM = keyPEM
 	return ic, ca.HexString(leaf.AuthorityKeyId), nil
+}
+
+// leafKey makes a leaf's private key of the active root's type, as the
+// CA configuration's PrivateKeyType and PrivateKeyBits say (an RSA root
+// gets RSA leaves of at least 2048 bits, an EC root leaves on its curve);
+// ECDSA P-256 when the roots do not say.
+func (c *caClient) leafKey() (crypto.Signer, error) {
+	c.mu.Lock()
+	typ, bits := "", 0
+	if r := c.activeRootLocked(); r != nil {
+		typ, bits = r.PrivateKeyType, r.PrivateKeyBits
+	}
+	c.mu.Unlock()
+	switch {
+	case typ == "rsa":
+		return ca.GenerateKey("rsa", max(bits, 2048))
+	case typ == "ec" && bits != 0:
+		if k, err := ca.GenerateKey("ec", bits); err == nil {
+			return k, nil
+		}
+	}
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 }
 
 // trustDomain waits (a while) for the roots and returns the trust domain.

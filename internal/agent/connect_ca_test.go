@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"runtime"
@@ -299,5 +300,35 @@ func TestLeafReissuedAfterRotationDuringSigning(t *testing.T) {
 	}
 	if err := leafCert(next).CheckSignatureFrom(rootCert(newRoots, newRoots.ActiveRootID)); err != nil {
 		t.Fatalf("the re-issued leaf is not from the new root: %v", err)
+	}
+}
+
+// Leaf keys follow the CA's key type: an RSA-2048 CA gives RSA-2048
+// leaves, as Consul's agents make them.
+func TestLeafKeyFollowsCAKeyType(t *testing.T) {
+	a := agenttest.Start(t, agenttest.Options{Args: []string{"-hcl",
+		`connect { ca_config { private_key_type = "rsa" private_key_bits = 2048 } }`}})
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _, err := c.Agent().ConnectCALeaf("web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(leaf.CertPEM))
+	if block == nil {
+		t.Fatal("no PEM certificate in the leaf")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok || pub.N.BitLen() != 2048 {
+		t.Fatalf("leaf key %T, want RSA-2048", cert.PublicKey)
+	}
+	if cert.SignatureAlgorithm != x509.SHA256WithRSA {
+		t.Errorf("leaf signed with %v, want SHA256WithRSA from the RSA root", cert.SignatureAlgorithm)
 	}
 }
