@@ -200,6 +200,13 @@ func (c *caClient) watchRoots() {
 // localRoots reads the roots from this server's store, once their index
 // is above idx (or at once when idx is 0), or when the agent closes.
 func (c *caClient) localRoots(idx uint64) (*structs.IndexedCARoots, uint64, error) {
+	if idx == 0 {
+		// A new leader may still be making the root: the first read waits
+		// a moment for it (and answers no roots after that).
+		if err := c.a.srv.WaitConnectCA(); err != nil && !errors.Is(err, server.ErrCANotInitialized) {
+			return nil, 0, err
+		}
+	}
 	store := c.a.srv.Store()
 	ctx, cancel := c.a.opContext(24 * time.Hour)
 	defer cancel()

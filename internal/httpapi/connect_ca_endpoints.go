@@ -99,8 +99,17 @@ func CARootsQuery(ws memdb.WatchSet, r *state.ReadTxn) (uint64, *structs.Indexed
 // ?pem=true, the root certificates as one PEM bundle
 // (application/pem-certificate-chain), as Consul.
 func (a *API) connectCARoots(w http.ResponseWriter, r *http.Request) (any, error) {
-	if _, err := a.connectServer(); err != nil {
+	srv, err := a.connectServer()
+	if err != nil {
 		return nil, err
+	}
+	if !r.URL.Query().Has("index") {
+		// Right after a cluster starts, its leader is still making the
+		// root: wait a moment for it rather than answer no roots. After
+		// the wait, no roots is the answer.
+		if err := srv.WaitConnectCA(); err != nil && !errors.Is(err, server.ErrCANotInitialized) {
+			return nil, err
+		}
 	}
 	if v := r.URL.Query().Get("pem"); v != "" {
 		pemOut, err := strconv.ParseBool(v)

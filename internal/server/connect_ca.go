@@ -86,6 +86,16 @@ func (s *Server) waitCAInitialized() error {
 	}
 }
 
+// WaitConnectCA waits, at most 7 seconds, for the leader to have set the
+// CA up, so that a read right after an agent starts finds the roots. It
+// returns ErrCANotInitialized when the wait ran out.
+func (s *Server) WaitConnectCA() error {
+	if !s.ConnectEnabled() {
+		return ErrConnectNotEnabled
+	}
+	return s.waitCAInitialized()
+}
+
 // caRetryInterval is how long the leader waits before trying again to
 // set up the CA after a failure.
 const caRetryInterval = time.Second
