@@ -27,6 +27,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/dns"
 	"github.com/trellis-mesh/trellis/internal/fsm"
 	"github.com/trellis-mesh/trellis/internal/httpapi"
+	"github.com/trellis-mesh/trellis/internal/proxycfg"
 	"github.com/trellis-mesh/trellis/internal/server"
 	"github.com/trellis-mesh/trellis/internal/state"
 	"github.com/trellis-mesh/trellis/internal/structs"
@@ -69,6 +70,9 @@ type Options struct {
 	// a cached service and before the agent keeps it (tests hold it there
 	// to change the roots meanwhile).
 	LeafSigned func(service string)
+	// ProxySnapshots receives the snapshots of the local connect-proxies
+	// (proxycfg.go); none are built while it is nil.
+	ProxySnapshots proxycfg.Publisher
 }
 
 // Agent is a running Trellis agent.
@@ -243,12 +247,13 @@ func (a *Agent) start(ctx context.Context) error {
 			return fmt.Errorf("agent: first sync: %w", err)
 		}
 	}
+	ca := newCAClient(a) // connect_ca.go
 	deps := httpapi.Deps{
 		Store: a.store, Server: a.srv, Agent: a, Datacenter: a.cfg.Datacenter,
 		NodeName: a.nodeName, Logger: a.logger, MaxKVSize: a.cfg.KVMaxValueSize,
 		Blocked:              a.metrics.blocked,
 		IntentionDefaultDeny: a.cfg.ACLEnabled && a.cfg.ACLDefaultPolicy == "deny",
-		ConnectCA:            newCAClient(a), // connect_ca.go
+		ConnectCA:            ca,
 	}
 	if a.rpcClient != nil {
 		deps.Forwarder = forwarder{a.rpcClient}
@@ -262,6 +267,7 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 	}
 	a.api = httpapi.New(deps)
+	a.startProxyConfig(ca) // proxycfg.go
 	a.startRPCServer()
 	if err := a.startHTTP(); err != nil {
 		return err

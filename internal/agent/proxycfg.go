@@ -1,0 +1,47 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/trellis-mesh/trellis/internal/proxycfg"
+)
+
+// startProxyConfig starts the proxy snapshot manager (internal/proxycfg)
+// that feeds the xDS server: a snapshot per local connect-proxy, rebuilt
+// on every change to what it was built from. Until a proxy registers it
+// is one goroutine waiting for the services to change: it asks for no
+// leaf. Its goroutines end at Close.
+//
+// It runs where the store holds the datacenter's catalog and config
+// entries: on a server (a dev agent included). A client agent has no
+// store; it will need the manager's reads served by blocking queries to
+// the servers (health/connect per upstream, config entries, intentions)
+// instead, so it gets no snapshots yet. Nor does an agent with Connect
+// disabled, or with nothing to publish to (Options.ProxySnapshots unset,
+// until the xDS server is wired in).
+func (a *Agent) startProxyConfig(ca *caClient) {
+	out := a.opts.ProxySnapshots
+	if out == nil || a.store == nil || !a.cfg.Connect.Enabled {
+		return
+	}
+	m := proxycfg.New(proxycfg.Sources{
+		Store:       a.store,
+		CA:          ca,
+		Services:    a,
+		Datacenter:  a.cfg.Datacenter,
+		Address:     a.cfg.AdvertiseAddr,
+		DefaultDeny: a.cfg.ACLEnabled && a.cfg.ACLDefaultPolicy == "deny",
+		Logger:      a.logger,
+	}, out)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		<-a.done
+		cancel()
+	}()
+	go func() {
+		defer a.wg.Done()
+		m.Run(ctx)
+	}()
+}
