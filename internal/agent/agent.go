@@ -103,6 +103,7 @@ type Agent struct {
 	// blocking queries answer at Close instead of holding up shutdown.
 	endRequests context.CancelFunc
 	dnsServer   *dns.Server
+	xds         xdsServing // xds.go
 
 	syncMu   sync.Mutex // held across a change's sync so syncs apply in order
 	mu       sync.Mutex
@@ -273,6 +274,9 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	if err := a.startDNS(); err != nil {
+		return err
+	}
+	if err := a.startXDS(); err != nil {
 		return err
 	}
 	a.wg.Add(2)
@@ -610,6 +614,7 @@ func (a *Agent) Close() error {
 		if a.dnsServer != nil {
 			a.dnsServer.Close()
 		}
+		a.stopXDS(ctx)
 		if a.rpcServer != nil {
 			a.rpcServer.Stop() // forwarded requests finish like local ones
 		}

@@ -58,6 +58,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "            Server: %v (dev: %v)\n", cfg.Server, cfg.DevMode)
 	fmt.Fprintf(stdout, "          HTTP API: %s\n", strings.Join(a.HTTPAddrs(), ", "))
 	fmt.Fprintf(stdout, "               DNS: %s\n", strings.Join(a.DNSAddrs(), ", "))
+	fmt.Fprintf(stdout, "       gRPC (xDS): %s\n", orDisabled(a.GRPCAddrs()))
 	fmt.Fprintf(stdout, "          Data dir: %s\n", orMemory(cfg.DataDir))
 
 	code := 0
@@ -131,4 +132,11 @@ func leaveOnSignal(cfg *config.RuntimeConfig, sig os.Signal) bool {
 		return !cfg.SkipLeaveOnInterrupt
 	}
 	return true
+}
+
+func orDisabled(addrs []string) string {
+	if len(addrs) == 0 {
+		return "(disabled)"
+	}
+	return strings.Join(addrs, ", ")
 }

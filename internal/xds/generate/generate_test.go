@@ -1,0 +1,214 @@
+package generate
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/trellis-mesh/trellis/internal/configentry"
+	"github.com/trellis-mesh/trellis/internal/proxycfg"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the generated resources")
+
+const td = "11111111-2222-3333-4444-555555555555.consul"
+
+func baseSnapshot(service, protocol string) *proxycfg.Snapshot {
+	return &proxycfg.Snapshot{
+		ProxyID:      service + "-sidecar-proxy",
+		Service:      service,
+		Datacenter:   "dc1",
+		TrustDomain:  td,
+		Address:      "10.0.0.1",
+		Port:         21000,
+		LocalAddress: "127.0.0.1",
+		LocalPort:    8080,
+		Protocol:     protocol,
+		Leaf: &proxycfg.Leaf{
+			CertPEM:       "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n",
+			PrivateKeyPEM: "-----BEGIN EC PRIVATE KEY-----\nKEY\n-----END EC PRIVATE KEY-----\n",
+			ValidBefore:   time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC),
+		},
+		Roots:   []string{"-----BEGIN CERTIFICATE-----\nROOT1\n-----END CERTIFICATE-----\n", "-----BEGIN CERTIFICATE-----\nROOT2\n-----END CERTIFICATE-----"},
+		Version: 7,
+	}
+}
+
+func ixns(dest string, srcs ...*configentry.SourceIntention) *configentry.ServiceIntentionsConfigEntry {
+	return &configentry.ServiceIntentionsConfigEntry{Kind: configentry.ServiceIntentions, Name: dest, Sources: srcs}
+}
+
+func src(name, action string) *configentry.SourceIntention {
+	return &configentry.SourceIntention{Name: name, Action: action}
+}
+
+func l7(name string, perms ...*configentry.IntentionPermission) *configentry.SourceIntention {
+	return &configentry.SourceIntention{Name: name, Permissions: perms}
+}
+
+func perm(action string, h configentry.IntentionHTTPPermission) *configentry.IntentionPermission {
+	return &configentry.IntentionPermission{Action: action, HTTP: &h}
+}
+
+func snapshots() map[string]*proxycfg.Snapshot {
+	tcp := baseSnapshot("web", "tcp")
+	tcp.DefaultAllow = false
+	tcp.Intentions = []*configentry.ServiceIntentionsConfigEntry{
+		ixns("web", src("frontend", configentry.ActionAllow), src("*", configentry.ActionDeny), src("legacy", configentry.ActionDeny)),
+		ixns("*", src("monitor", configentry.ActionAllow)),
+		ixns("other", src("frontend", configentry.ActionDeny)), // not ours
+	}
+	tcp.Upstreams = []proxycfg.Upstream{{
+		Name: "db", Datacenter: "dc1", LocalBindPort: 9191, Protocol: "tcp",
+		Endpoints: []proxycfg.Endpoint{{Address: "10.0.0.2", Port: 21000, Weight: 1}, {Address: "10.0.0.3", Port: 21001, Weight: 0}},
+	}}
+
+	httpSnap := baseSnapshot("api", "http")
+	httpSnap.DefaultAllow = true
+	httpSnap.Intentions = []*configentry.ServiceIntentionsConfigEntry{ixns("api",
+		src("legacy", configentry.ActionDeny),
+		l7("web",
+			perm(configentry.ActionAllow, configentry.IntentionHTTPPermission{PathPrefix: "/public/", Methods: []string{"GET", "HEAD"}}),
+			perm(configentry.ActionDeny, configentry.IntentionHTTPPermission{PathRegex: "/admin/.*"}),
+			perm(configentry.ActionDeny, configentry.IntentionHTTPPermission{PathExact: "/secret", Header: []configentry.IntentionHTTPHeaderPermission{
+				{Name: "x-debug", Present: true},
+				{Name: "x-user", Exact: "Bob", IgnoreCase: true, Invert: true},
+			}}),
+		),
+		src("*", configentry.ActionAllow),
+	)}
+	httpSnap.Upstreams = []proxycfg.Upstream{{
+		Name: "grpc-backend", Datacenter: "dc2", LocalBindAddress: "127.0.0.2", LocalBindPort: 9292, Protocol: "grpc",
+		ConnectTimeout: 2 * time.Second,
+		Endpoints:      []proxycfg.Endpoint{{Address: "10.1.0.2", Port: 21000, Weight: 3}},
+	}}
+
+	deny := baseSnapshot("db", "tcp")
+	deny.DefaultAllow = false
+
+	return map[string]*proxycfg.Snapshot{
+		"tcp_one_upstream":   tcp,
+		"http_l7_intentions": httpSnap,
+		"default_deny":       deny,
+	}
+}
+
+// render is the golden form: resources by type URL, each list sorted by
+// name, as indented protojson.
+func render(t *testing.T, res map[resource.Type][]types.Resource) []byte {
+	t.Helper()
+	out := map[string][]json.RawMessage{}
+	for typ, rs := range res {
+		rs = append([]types.Resource(nil), rs...)
+		sort.Slice(rs, func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) })
+		list := []json.RawMessage{}
+		for _, r := range rs {
+			b, err := protojson.Marshal(r)
+			if err != nil {
+				t.Fatalf("marshal %s: %v", cache.GetResourceName(r), err)
+			}
+			list = append(list, b)
+		}
+		out[typ] = list
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+func TestResourcesGolden(t *testing.T) {
+	for name, snap := range snapshots() {
+		t.Run(name, func(t *testing.T) {
+			res, err := Resources(snap)
+			if err != nil {
+				t.Fatalf("Resources: %v", err)
+			}
+			for typ, rs := range res {
+				for _, r := range rs {
+					v := r.(interface {
+						Validate() error
+						ValidateAll() error
+					})
+					if err := v.Validate(); err != nil {
+						t.Errorf("%s %q: Validate: %v", typ, cache.GetResourceName(r), err)
+					}
+					if err := v.ValidateAll(); err != nil {
+						t.Errorf("%s %q: ValidateAll: %v", typ, cache.GetResourceName(r), err)
+					}
+				}
+			}
+			// The set must be consistent for go-control-plane: every EDS
+			// cluster has its ClusterLoadAssignment.
+			cs, err := cache.NewSnapshot("1", res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cs.Consistent(); err != nil {
+				t.Errorf("Consistent: %v", err)
+			}
+			got := render(t, res)
+			path := filepath.Join("testdata", name+".golden")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("resources differ from %s (run with -update and review the diff):\n%s", path, got)
+			}
+			// Pure: the same snapshot gives the same resources.
+			again, err := Resources(snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(render(t, again), got) {
+				t.Errorf("second generation differs")
+			}
+		})
+	}
+}
+
+func TestResourcesErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		modify func(s *proxycfg.Snapshot)
+		want   string
+	}{
+		{"no leaf", func(s *proxycfg.Snapshot) { s.Leaf = nil }, "no leaf certificate"},
+		{"no roots", func(s *proxycfg.Snapshot) { s.Roots = nil }, "no CA roots"},
+		{"bad port", func(s *proxycfg.Snapshot) { s.Port = 0 }, "public listener port 0"},
+		{"upstream port", func(s *proxycfg.Snapshot) {
+			s.Upstreams = []proxycfg.Upstream{{Name: "db"}}
+		}, `upstream "db": local bind port 0`},
+		{"bad regex", func(s *proxycfg.Snapshot) {
+			s.Protocol = "http"
+			s.Intentions = []*configentry.ServiceIntentionsConfigEntry{ixns("web", l7("x", perm("allow", configentry.IntentionHTTPPermission{PathRegex: "("})))}
+		}, `PathRegex "("`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := baseSnapshot("web", "tcp")
+			tc.modify(s)
+			_, err := Resources(s)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `proxy "web-sidecar-proxy"`) {
+				t.Fatalf("err = %v, want one naming the proxy and containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,250 @@
+package xds
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/trellis-mesh/trellis/internal/proxycfg"
+	"github.com/trellis-mesh/trellis/internal/xds/generate"
+)
+
+const (
+	proxyID    = "web-sidecar-proxy"
+	dbCluster  = "db.default.dc1.internal.td.consul"
+	recvWithin = 10 * time.Second // a deadline, not a delay: tests end as soon as the event arrives
+)
+
+func snapshot(version uint64, endpoints ...proxycfg.Endpoint) *proxycfg.Snapshot {
+	return &proxycfg.Snapshot{
+		ProxyID: proxyID, Service: "web", Datacenter: "dc1", TrustDomain: "td.consul",
+		Address: "127.0.0.1", Port: 21000, LocalAddress: "127.0.0.1", LocalPort: 8080, Protocol: "tcp",
+		Leaf:  &proxycfg.Leaf{CertPEM: "CERT", PrivateKeyPEM: "KEY"},
+		Roots: []string{"ROOT"},
+		Upstreams: []proxycfg.Upstream{{
+			Name: "db", Datacenter: "dc1", LocalBindPort: 9191, Protocol: "tcp", Endpoints: endpoints,
+		}},
+		Version: version,
+	}
+}
+
+// serve runs s on a gRPC server on 127.0.0.1:0 and returns a client
+// connection to it; cleanup ends both and waits for the server.
+func serve(t *testing.T, s *Server) *grpc.ClientConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = g.Serve(ln)
+	}()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cc.Close()
+		s.Close()
+		g.GracefulStop() // returns once Close has ended the streams
+		wg.Wait()
+	})
+	return cc
+}
+
+func endpointsOf(t *testing.T, a *anypb.Any) []string {
+	t.Helper()
+	var la endpointv3.ClusterLoadAssignment
+	if err := a.UnmarshalTo(&la); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range la.Endpoints {
+		for _, e := range l.LbEndpoints {
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			out = append(out, net.JoinHostPort(sa.Address, strconv.Itoa(int(sa.GetPortValue()))))
+		}
+	}
+	return out
+}
+
+func TestADSStateOfTheWorld(t *testing.T) {
+	s := New(nil)
+	if err := s.Update(snapshot(1, proxycfg.Endpoint{Address: "10.0.0.2", Port: 21000, Weight: 1})); err != nil {
+		t.Fatal(err)
+	}
+	cc := serve(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: proxyID}
+	requests := map[string][]string{
+		resource.ClusterType:  nil,
+		resource.ListenerType: nil,
+		resource.EndpointType: {dbCluster},
+		resource.SecretType:   {generate.LeafSecret, generate.RootsSecret},
+	}
+	for typ, names := range requests {
+		if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: typ, ResourceNames: names}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// recv answers until want reports it has what it waits for, ACKing
+	// every response as Envoy does.
+	recv := func(want func(*discoverygrpc.DiscoveryResponse) bool) {
+		t.Helper()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("recv: %v", err)
+			}
+			if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: resp.TypeUrl, VersionInfo: resp.VersionInfo,
+				ResponseNonce: resp.Nonce, ResourceNames: requests[resp.TypeUrl]}); err != nil {
+				t.Fatal(err)
+			}
+			if want(resp) {
+				return
+			}
+		}
+	}
+	counts := map[string]int{}
+	recv(func(r *discoverygrpc.DiscoveryResponse) bool {
+		if r.VersionInfo != "1" {
+			t.Fatalf("%s: version %q, want 1", r.TypeUrl, r.VersionInfo)
+		}
+		counts[r.TypeUrl] = len(r.Resources)
+		if r.TypeUrl == resource.EndpointType {
+			if got := endpointsOf(t, r.Resources[0]); len(got) != 1 || got[0] != "10.0.0.2:21000" {
+				t.Fatalf("endpoints %v, want [10.0.0.2:21000]", got)
+			}
+		}
+		return len(counts) == len(requests)
+	})
+	want := map[string]int{resource.ClusterType: 2, resource.ListenerType: 2, resource.EndpointType: 1, resource.SecretType: 2}
+	for typ, n := range want {
+		if counts[typ] != n {
+			t.Errorf("%s: %d resources, want %d", typ, counts[typ], n)
+		}
+	}
+
+	// A new instance of db reaches the connected proxy.
+	if err := s.Update(snapshot(2, proxycfg.Endpoint{Address: "10.0.0.2", Port: 21000, Weight: 1}, proxycfg.Endpoint{Address: "10.0.0.3", Port: 21000, Weight: 1})); err != nil {
+		t.Fatal(err)
+	}
+	recv(func(r *discoverygrpc.DiscoveryResponse) bool {
+		if r.TypeUrl != resource.EndpointType {
+			return false
+		}
+		if r.VersionInfo != "2" {
+			t.Fatalf("endpoints version %q, want 2", r.VersionInfo)
+		}
+		if got := endpointsOf(t, r.Resources[0]); len(got) != 2 || got[1] != "10.0.0.3:21000" {
+			t.Fatalf("endpoints %v, want 10.0.0.2:21000 and 10.0.0.3:21000", got)
+		}
+		return true
+	})
+}
+
+func TestADSDelta(t *testing.T) {
+	s := New(nil)
+	if err := s.Update(snapshot(1, proxycfg.Endpoint{Address: "10.0.0.2", Port: 21000, Weight: 1})); err != nil {
+		t.Fatal(err)
+	}
+	cc := serve(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: proxyID}
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{dbCluster}}); err != nil {
+		t.Fatal(err)
+	}
+	recv := func(want func(*discoverygrpc.DeltaDiscoveryResponse) bool) {
+		t.Helper()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("recv: %v", err)
+			}
+			if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resp.TypeUrl, ResponseNonce: resp.Nonce}); err != nil {
+				t.Fatal(err)
+			}
+			if want(resp) {
+				return
+			}
+		}
+	}
+	var clusters []string
+	gotEDS := false
+	recv(func(r *discoverygrpc.DeltaDiscoveryResponse) bool {
+		for _, res := range r.Resources {
+			switch r.TypeUrl {
+			case resource.ClusterType:
+				clusters = append(clusters, res.Name)
+			case resource.EndpointType:
+				if got := endpointsOf(t, res.Resource); len(got) != 1 {
+					t.Fatalf("endpoints %v, want one", got)
+				}
+				gotEDS = true
+			}
+		}
+		return len(clusters) > 0 && gotEDS
+	})
+	if len(clusters) != 2 {
+		t.Errorf("clusters %v, want local_app and %s", clusters, dbCluster)
+	}
+
+	// Only the changed load assignment is sent again.
+	if err := s.Update(snapshot(2, proxycfg.Endpoint{Address: "10.0.0.3", Port: 21000, Weight: 1})); err != nil {
+		t.Fatal(err)
+	}
+	recv(func(r *discoverygrpc.DeltaDiscoveryResponse) bool {
+		if r.TypeUrl == resource.ClusterType && len(r.Resources) > 0 {
+			t.Fatalf("unchanged clusters sent again: %v", r.Resources)
+		}
+		if r.TypeUrl != resource.EndpointType || len(r.Resources) == 0 {
+			return false
+		}
+		if got := endpointsOf(t, r.Resources[0].Resource); len(got) != 1 || got[0] != "10.0.0.3:21000" {
+			t.Fatalf("endpoints %v, want [10.0.0.3:21000]", got)
+		}
+		return true
+	})
+}
+
+func TestUpdateErrors(t *testing.T) {
+	s := New(nil)
+	defer s.Close()
+	if err := s.Update(&proxycfg.Snapshot{}); err == nil {
+		t.Error("Update with no proxy ID succeeded")
+	}
+	bad := snapshot(1)
+	bad.Leaf = nil
+	if err := s.Update(bad); err == nil {
+		t.Error("Update with no leaf succeeded")
+	}
+}
