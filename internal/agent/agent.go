@@ -70,8 +70,8 @@ type Options struct {
 	// a cached service and before the agent keeps it (tests hold it there
 	// to change the roots meanwhile).
 	LeafSigned func(service string)
-	// ProxySnapshots receives the snapshots of the local connect-proxies
-	// (proxycfg.go); none are built while it is nil.
+	// ProxySnapshots, when set, receives the snapshots of the local
+	// connect-proxies (proxycfg.go) instead of the agent's xDS server.
 	ProxySnapshots proxycfg.Publisher
 }
 
@@ -268,7 +268,6 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 	}
 	a.api = httpapi.New(deps)
-	a.startProxyConfig(ca) // proxycfg.go
 	a.startRPCServer()
 	if err := a.startHTTP(); err != nil {
 		return err
@@ -279,6 +278,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.startXDS(); err != nil {
 		return err
 	}
+	a.startProxyConfig(ca) // proxycfg.go: feeds the xDS server
 	a.wg.Add(2)
 	go a.loop(!standalone)
 	go a.runCoordinateUpdates()

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/trellis-mesh/trellis/internal/proxycfg"
+	"github.com/trellis-mesh/trellis/internal/xds"
 )
 
 // startProxyConfig starts the proxy snapshot manager (internal/proxycfg)
@@ -17,11 +19,14 @@ import (
 // store; it will need the manager's reads served by blocking queries to
 // the servers (health/connect per upstream, config entries, intentions)
 // instead, so it gets no snapshots yet. Nor does an agent with Connect
-// disabled, or with nothing to publish to (Options.ProxySnapshots unset,
-// until the xDS server is wired in).
+// disabled, or with nothing to publish to (no gRPC port, so no xDS
+// server, and Options.ProxySnapshots unset).
 func (a *Agent) startProxyConfig(ca *caClient) {
 	out := a.opts.ProxySnapshots
-	if out == nil || a.store == nil || !a.cfg.Connect.Enabled {
+	if out == nil && a.XDS() != nil {
+		out = xdsPublisher{a.XDS(), a.logger}
+	}
+	if out == nil || a.srv == nil || a.store == nil || !a.cfg.Connect.Enabled {
 		return
 	}
 	m := proxycfg.New(proxycfg.Sources{
@@ -45,3 +50,19 @@ func (a *Agent) startProxyConfig(ca *caClient) {
 		m.Run(ctx)
 	}()
 }
+
+// xdsPublisher hands snapshots to the xDS server. A snapshot the
+// generator refuses (it should not happen) is logged: the proxy keeps
+// the configuration it has.
+type xdsPublisher struct {
+	x      *xds.Server
+	logger *slog.Logger
+}
+
+func (p xdsPublisher) Update(snap *proxycfg.Snapshot) {
+	if err := p.x.Update(snap); err != nil {
+		p.logger.Error("xds: configuration not sent", "proxy", snap.ProxyID, "error", err)
+	}
+}
+
+func (p xdsPublisher) Remove(proxyID string) { p.x.Remove(proxyID) }
