@@ -183,6 +183,7 @@ func (p *Proxy) Close() error {
 	for _, l := range p.listeners {
 		l.ln.Close()
 	}
+	p.listeners = map[string]*liveListener{}
 	for c := range p.conns {
 		c.Close()
 	}
