@@ -1,7 +1,7 @@
 // Package connect implements `trellis connect`: the service mesh's
 // command line. Here: the Connect CA's configuration (`connect ca
 // get-config`, `set-config`), with the output and messages of `consul
-// connect ca`.
+// connect ca`, and the built-in sidecar proxy (`connect proxy`).
 package connect
 
 import (
@@ -16,7 +16,8 @@ import (
 )
 
 const help = `
-  Interacts with the service mesh (Connect): its certificate authority.
+  Interacts with the service mesh (Connect): its certificate authority,
+  and the built-in sidecar proxy.
 `
 
 const caHelp = `
@@ -36,6 +37,7 @@ func Command(stdin io.Reader) func(ctx context.Context, args []string, stdout, s
 		}
 		return cliflags.Dispatch(ctx, "connect", help, []cliflags.Verb{
 			{Name: "ca", Synopsis: "Interact with the Connect Certificate Authority (CA)", Run: ca},
+			{Name: "proxy", Synopsis: "Runs the built-in sidecar proxy", Run: proxyCommand},
 		}, args, stdout, stderr)
 	}
 }

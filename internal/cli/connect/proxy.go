@@ -1,0 +1,218 @@
+package connect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trellis-mesh/trellis/internal/cli/cliflags"
+	"github.com/trellis-mesh/trellis/internal/proxy"
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsclient"
+)
+
+// DefaultGRPCAddr is the agent's xDS address used when neither a flag nor
+// an environment variable names one.
+const DefaultGRPCAddr = "127.0.0.1:8502"
+
+const proxyHelp = `
+Usage: trellis connect proxy [options] (-sidecar-for SERVICE-ID | -proxy-id ID)
+
+  Runs Trellis's built-in sidecar proxy for a connect-proxy service
+  registered with the local agent: it takes its listeners, clusters,
+  endpoints and certificates from the agent's xDS server (-grpc-addr) and
+  runs until interrupted.
+
+  -sidecar-for names the service the proxy fronts; the agent must hold
+  exactly one connect-proxy for it. -proxy-id names the proxy service
+  itself.
+
+  The admin listener (-admin-bind) serves /ready: 200 once a
+  configuration is applied, else 503.
+
+      $ trellis connect proxy -sidecar-for web-1
+`
+
+// dataPlane is what the command runs: *proxy.Proxy.
+type dataPlane interface {
+	xdsclient.Applier
+	Ready() bool
+	Close() error
+}
+
+func proxyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runProxy(ctx, args, stdout, stderr, func(o proxy.Options) dataPlane { return proxy.New(o) })
+}
+
+// runProxy is the command, with the data plane it runs made by newProxy.
+// It returns when ctx ends, once the xDS client, the admin listener and
+// the data plane are closed.
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, newProxy func(proxy.Options) dataPlane) int {
+	var h cliflags.HTTP
+	fs := cliflags.NewFlagSet("connect proxy")
+	h.Flags(fs)
+	grpcAddr := fs.String("grpc-addr", "",
+		"The `address` of the agent's gRPC (xDS) port. Defaults to $TRELLIS_GRPC_ADDR, then $CONSUL_GRPC_ADDR, then "+DefaultGRPCAddr+".")
+	sidecarFor := fs.String("sidecar-for", "", "The `ID` of the service whose sidecar proxy to run.")
+	proxyID := fs.String("proxy-id", "", "The `ID` of the connect-proxy service to run.")
+	adminBind := fs.String("admin-bind", "127.0.0.1:19000", "The loopback `address` of the admin listener (port 0: any).")
+	logLevel := fs.String("log-level", "info", "Log `level`: debug, info, warn or error.")
+	if code, ok := cliflags.Parse(fs, args, proxyHelp, stdout, stderr); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+		return 1
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "Invalid -log-level %q: want debug, info, warn or error\n", *logLevel)
+		return 1
+	}
+	switch {
+	case *sidecarFor == "" && *proxyID == "":
+		fmt.Fprintln(stderr, "One of -sidecar-for or -proxy-id must be set")
+		return 1
+	case *sidecarFor != "" && *proxyID != "":
+		fmt.Fprintln(stderr, "Only one of -sidecar-for and -proxy-id may be set")
+		return 1
+	}
+	if err := checkLoopback(*adminBind); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+
+	id := *proxyID
+	if *sidecarFor != "" {
+		client, done, ok := h.Connect(ctx, stderr)
+		if !ok {
+			return 1
+		}
+		var err error
+		id, err = lookupSidecar(client, *sidecarFor)
+		done()
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("proxy", id)
+	dp := newProxy(proxy.Options{Logger: logger})
+	defer dp.Close()
+	xc, err := xdsclient.New(xdsclient.Options{Target: grpcAddrOf(*grpcAddr), NodeID: id, Applier: dp, Logger: logger})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer xc.Close()
+	ln, err := net.Listen("tcp", *adminBind)
+	if err != nil {
+		fmt.Fprintf(stderr, "Error listening on admin address %s: %v\n", *adminBind, err)
+		return 1
+	}
+	admin := &http.Server{Handler: adminHandler(dp), ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("admin listener stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_ = xc.Run(ctx) // returns nil when ctx ends, its only way to end
+	}()
+	fmt.Fprintf(stdout, "==> Trellis connect proxy %s started; admin on http://%s\n", id, ln.Addr())
+	<-ctx.Done()
+	_ = admin.Close()
+	wg.Wait()
+	return 0
+}
+
+// grpcAddrOf returns the xDS address to dial: flag, then
+// $TRELLIS_GRPC_ADDR, then $CONSUL_GRPC_ADDR, then DefaultGRPCAddr, with
+// an http:// scheme (Consul's form for a plaintext port) removed.
+func grpcAddrOf(flagValue string) string {
+	addr := flagValue
+	for _, env := range []string{"TRELLIS_GRPC_ADDR", "CONSUL_GRPC_ADDR"} {
+		if addr == "" {
+			addr = os.Getenv(env)
+		}
+	}
+	if addr == "" {
+		addr = DefaultGRPCAddr
+	}
+	return strings.TrimPrefix(addr, "http://")
+}
+
+// checkLoopback refuses an admin address off loopback: the admin
+// endpoints are unauthenticated.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("Invalid -admin-bind %q: %v", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("Invalid -admin-bind %q: must be a loopback address", addr)
+	}
+	return nil
+}
+
+// lookupSidecar returns the ID of the one connect-proxy the local agent
+// holds for the service with ID sidecarFor (compared without case, as
+// Consul does). The messages are Consul's.
+func lookupSidecar(client *api.Client, sidecarFor string) (string, error) {
+	svcs, err := client.Agent().Services()
+	if err != nil {
+		return "", fmt.Errorf("Failed looking up sidecar proxy info for %s: %s", sidecarFor, err)
+	}
+	var ids []string
+	for _, s := range svcs {
+		if s.Kind == api.ServiceKindConnectProxy && s.Proxy != nil && strings.EqualFold(s.Proxy.DestinationServiceID, sidecarFor) {
+			ids = append(ids, s.ID)
+		}
+	}
+	sort.Strings(ids)
+	switch len(ids) {
+	case 0:
+		return "", fmt.Errorf("No sidecar proxy registered for %s", sidecarFor)
+	case 1:
+		return ids[0], nil
+	default:
+		return "", fmt.Errorf("More than one sidecar proxy registered for %s.\n"+
+			"    Start proxy with -proxy-id and one of the following IDs: %s", sidecarFor, strings.Join(ids, ", "))
+	}
+}
+
+// adminHandler serves the admin endpoints: GET /ready answers 200 "LIVE"
+// once dp runs a configuration, 503 before.
+func adminHandler(dp dataPlane) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !dp.Ready() {
+			http.Error(w, "PRE_INITIALIZING", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "LIVE")
+	})
+	return mux
+}

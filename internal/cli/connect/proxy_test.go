@@ -1,0 +1,205 @@
+package connect
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trellis-mesh/trellis/internal/agent/agenttest"
+	"github.com/trellis-mesh/trellis/internal/cli/clitest"
+	"github.com/trellis-mesh/trellis/internal/proxy"
+)
+
+const within = 20 * time.Second // a deadline, not a delay
+
+// fakeProxy is a data plane that accepts every configuration.
+type fakeProxy struct {
+	applied atomic.Int32
+	closed  atomic.Bool
+	got     chan struct{} // receives after each Apply, never blocks
+}
+
+func (f *fakeProxy) Apply(cfg proxy.Config) error {
+	f.applied.Add(1)
+	select {
+	case f.got <- struct{}{}:
+	default:
+	}
+	return nil
+}
+func (f *fakeProxy) Ready() bool  { return f.applied.Load() > 0 }
+func (f *fakeProxy) Close() error { f.closed.Store(true); return nil }
+
+// syncBuffer is a buffer written by the command's goroutine and read by
+// the test's, which it tells about each write.
+type syncBuffer struct {
+	mu    sync.Mutex
+	b     bytes.Buffer  // guarded by mu
+	wrote chan struct{} // receives after each write, never blocks
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{wrote: make(chan struct{}, 1)} }
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	n, err := s.b.Write(p)
+	s.mu.Unlock()
+	select {
+	case s.wrote <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitMatch waits for re to match what was written, and returns the match.
+func (s *syncBuffer) waitMatch(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		if m := re.FindStringSubmatch(s.String()); m != nil {
+			return m
+		}
+		select {
+		case <-s.wrote:
+		case <-deadline:
+			t.Fatalf("no output matching %s; got %q", re, s.String())
+		}
+	}
+}
+
+var started = regexp.MustCompile(`==> Trellis connect proxy (\S+) started; admin on (http://\S+)\n`)
+
+// registerWeb registers web-1 with a sidecar, web-1-sidecar-proxy.
+func registerWeb(t *testing.T, c *api.Client) {
+	t.Helper()
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "web-1", Name: "web", Port: 8080,
+		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startProxy runs the command with args; stop cancels it and returns its
+// exit code, once it returned (cleanup stops it too).
+func startProxy(t *testing.T, newProxy func(proxy.Options) dataPlane, args ...string) (stdout, stderr *syncBuffer, stop func() int) {
+	t.Helper()
+	stdout, stderr = newSyncBuffer(), newSyncBuffer()
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() { code <- runProxy(ctx, args, stdout, stderr, newProxy) }()
+	stop = sync.OnceValue(func() int {
+		cancel()
+		return <-code
+	})
+	t.Cleanup(func() { stop() })
+	return stdout, stderr, stop
+}
+
+func getReady(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := http.Get(admin + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// The proxy finds its ID from the service it fronts, gets its
+// configuration from the agent's xDS server, and reports ready.
+func TestProxySidecarForAgainstDevAgent(t *testing.T) {
+	a := agenttest.Start(t, agenttest.Options{Args: []string{"-grpc-port", "0"}})
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerWeb(t, c)
+
+	fake := &fakeProxy{got: make(chan struct{}, 1)}
+	stdout, stderr, stop := startProxy(t, func(proxy.Options) dataPlane { return fake },
+		"-sidecar-for", "web-1", "-http-addr", a.HTTPAddr, "-grpc-addr", a.GRPCAddrs()[0], "-admin-bind", "127.0.0.1:0")
+	m := stdout.waitMatch(t, started)
+	if m[1] != "web-1-sidecar-proxy" {
+		t.Fatalf("proxy ID %q, want web-1-sidecar-proxy", m[1])
+	}
+	select {
+	case <-fake.got:
+	case <-time.After(within):
+		t.Fatalf("no configuration applied; stderr:\n%s", stderr.String())
+	}
+	if code := getReady(t, m[2]); code != http.StatusOK {
+		t.Errorf("/ready: %d after a configuration was applied, want 200", code)
+	}
+	if code := stop(); code != 0 {
+		t.Errorf("exit %d after cancel, want 0; stderr:\n%s", code, stderr.String())
+	}
+	if !fake.closed.Load() {
+		t.Error("data plane not closed")
+	}
+}
+
+func TestProxySidecarForErrors(t *testing.T) {
+	a, c := clitest.Agent(t)
+	registerWeb(t, c)
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		Kind: api.ServiceKindConnectProxy, ID: "web-1-other-proxy", Name: "web-other-proxy", Port: 21001,
+		Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "web", DestinationServiceID: "web-1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "db-1", Name: "db", Port: 5432}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown service", []string{"-sidecar-for", "nope"}, "No sidecar proxy registered for nope\n"},
+		{"service without sidecar", []string{"-sidecar-for", "db-1"}, "No sidecar proxy registered for db-1\n"},
+		{"two sidecars", []string{"-sidecar-for", "web-1"}, "More than one sidecar proxy registered for web-1.\n" +
+			"    Start proxy with -proxy-id and one of the following IDs: web-1-other-proxy, web-1-sidecar-proxy\n"},
+		{"agent down", []string{"-sidecar-for", "web-1", "-http-addr", clitest.DeadAddr(t)}, "Failed looking up sidecar proxy info for web-1: "},
+		{"no proxy named", nil, "One of -sidecar-for or -proxy-id must be set\n"},
+		{"both named", []string{"-sidecar-for", "web-1", "-proxy-id", "x"}, "Only one of -sidecar-for and -proxy-id may be set\n"},
+		{"admin off loopback", []string{"-proxy-id", "x", "-admin-bind", "0.0.0.0:0"}, `Invalid -admin-bind "0.0.0.0:0": must be a loopback address`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"proxy", "-http-addr", a.HTTPAddr, "-admin-bind", "127.0.0.1:0"}, tc.args...)
+			r := clitest.Run(t, Command(strings.NewReader("")), args...)
+			if r.Code != 1 || !strings.HasPrefix(r.Stderr, tc.want) || r.Stdout != "" {
+				t.Errorf("got %+v, want exit 1 and stderr starting with %q", r, tc.want)
+			}
+		})
+	}
+}
+
+// With the real (here: stub) proxy and no agent to configure it, the
+// command starts, is not ready, and stops on cancel.
+func TestProxyStartsAndStops(t *testing.T) {
+	stdout, stderr, stop := startProxy(t, func(o proxy.Options) dataPlane { return proxy.New(o) },
+		"-proxy-id", "web-1-sidecar-proxy", "-grpc-addr", clitest.DeadAddr(t), "-admin-bind", "127.0.0.1:0")
+	m := stdout.waitMatch(t, started)
+	if code := getReady(t, m[2]); code != http.StatusServiceUnavailable {
+		t.Errorf("/ready: %d before any configuration, want 503", code)
+	}
+	if code := stop(); code != 0 {
+		t.Errorf("exit %d after cancel, want 0; stderr:\n%s", code, stderr.String())
+	}
+}
