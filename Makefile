@@ -2,10 +2,14 @@
 # and `make test` (everything CI runs).
 GO ?= go
 
-.PHONY: dev build test unit partition e2e deps bench lint
+.PHONY: dev build test unit partition e2e deps bench lint demo
 
 dev:
 	$(GO) run ./cmd/trellis agent -dev
+
+# The mesh in one minute: two services, their sidecars and an intention.
+demo:
+	./scripts/demo.sh
 
 build:
 	$(GO) build -o bin/trellis ./cmd/trellis

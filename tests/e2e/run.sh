@@ -429,6 +429,16 @@ fi
 expect_eq "connect: /v1/catalog/connect/pay lists the sidecar" \
 	"$(api GET /v1/catalog/connect/pay | json_field '[0]["ServiceID"]')" pay-1-sidecar-proxy
 
+# --- e. the demo ------------------------------------------------------------------
+echo "e2e: scripts/demo.sh" >&2
+demo_rc=0
+TRELLIS_BIN="$work/trellis" timeout 120 "$repo/scripts/demo.sh" >"$work/demo.log" 2>&1 || demo_rc=$?
+if ((demo_rc == 0)) && grep -q 'Done: allowed, denied by an intention, allowed again.' "$work/demo.log"; then
+	pass "demo: a request passes, is refused by a deny intention, and passes again"
+else
+	fail "demo: a request passes, is refused by a deny intention, and passes again" "exit $demo_rc; log tail: $(tail -n 15 "$work/demo.log")"
+fi
+
 # --- stop ----------------------------------------------------------------------
 echo "e2e: stopping agent" >&2
 kill -TERM "$agent_pid"
