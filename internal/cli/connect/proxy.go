@@ -3,6 +3,7 @@ package connect
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -64,8 +65,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, newP
 	var h cliflags.HTTP
 	fs := cliflags.NewFlagSet("connect proxy")
 	h.Flags(fs)
-	grpcAddr := fs.String("grpc-addr", "",
-		"The `address` of the agent's gRPC (xDS) port. Defaults to $TRELLIS_GRPC_ADDR, then $CONSUL_GRPC_ADDR, then "+DefaultGRPCAddr+".")
+	grpcAddr := grpcAddrFlag(fs)
 	sidecarFor := fs.String("sidecar-for", "", "The `ID` of the service whose sidecar proxy to run.")
 	proxyID := fs.String("proxy-id", "", "The `ID` of the connect-proxy service to run.")
 	adminBind := fs.String("admin-bind", "127.0.0.1:19000", "The loopback `address` of the admin listener (port 0: any).")
@@ -82,12 +82,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, newP
 		fmt.Fprintf(stderr, "Invalid -log-level %q: want debug, info, warn or error\n", *logLevel)
 		return 1
 	}
-	switch {
-	case *sidecarFor == "" && *proxyID == "":
-		fmt.Fprintln(stderr, "One of -sidecar-for or -proxy-id must be set")
-		return 1
-	case *sidecarFor != "" && *proxyID != "":
-		fmt.Fprintln(stderr, "Only one of -sidecar-for and -proxy-id may be set")
+	if err := checkProxyNamed(*sidecarFor, *proxyID); err != nil {
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	if err := checkLoopback(*adminBind); err != nil {
@@ -101,13 +97,13 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, newP
 		if !ok {
 			return 1
 		}
-		var err error
-		id, err = lookupSidecar(client, *sidecarFor)
+		svc, err := lookupSidecar(client, *sidecarFor)
 		done()
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		id = svc.ID
 	}
 
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("proxy", id)
@@ -145,6 +141,24 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, newP
 	return 0
 }
 
+// grpcAddrFlag defines -grpc-addr on fs; grpcAddrOf resolves its value.
+func grpcAddrFlag(fs *flag.FlagSet) *string {
+	return fs.String("grpc-addr", "",
+		"The `address` of the agent's gRPC (xDS) port. Defaults to $TRELLIS_GRPC_ADDR, then $CONSUL_GRPC_ADDR, then "+DefaultGRPCAddr+".")
+}
+
+// checkProxyNamed checks that exactly one of -sidecar-for and -proxy-id
+// is set.
+func checkProxyNamed(sidecarFor, proxyID string) error {
+	switch {
+	case sidecarFor == "" && proxyID == "":
+		return errors.New("One of -sidecar-for or -proxy-id must be set")
+	case sidecarFor != "" && proxyID != "":
+		return errors.New("Only one of -sidecar-for and -proxy-id may be set")
+	}
+	return nil
+}
+
 // grpcAddrOf returns the xDS address to dial: flag, then
 // $TRELLIS_GRPC_ADDR, then $CONSUL_GRPC_ADDR, then DefaultGRPCAddr, with
 // an http:// scheme (Consul's form for a plaintext port) removed.
@@ -177,28 +191,32 @@ func checkLoopback(addr string) error {
 	return nil
 }
 
-// lookupSidecar returns the ID of the one connect-proxy the local agent
-// holds for the service with ID sidecarFor (compared without case, as
-// Consul does). The messages are Consul's.
-func lookupSidecar(client *api.Client, sidecarFor string) (string, error) {
+// lookupSidecar returns the one connect-proxy the local agent holds for
+// the service with ID sidecarFor (compared without case, as Consul
+// does). The messages are Consul's.
+func lookupSidecar(client *api.Client, sidecarFor string) (*api.AgentService, error) {
 	svcs, err := client.Agent().Services()
 	if err != nil {
-		return "", fmt.Errorf("Failed looking up sidecar proxy info for %s: %s", sidecarFor, err)
+		return nil, fmt.Errorf("Failed looking up sidecar proxy info for %s: %s", sidecarFor, err)
 	}
-	var ids []string
+	var found []*api.AgentService
 	for _, s := range svcs {
 		if s.Kind == api.ServiceKindConnectProxy && s.Proxy != nil && strings.EqualFold(s.Proxy.DestinationServiceID, sidecarFor) {
-			ids = append(ids, s.ID)
+			found = append(found, s)
 		}
 	}
-	sort.Strings(ids)
-	switch len(ids) {
+	sort.Slice(found, func(i, j int) bool { return found[i].ID < found[j].ID })
+	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("No sidecar proxy registered for %s", sidecarFor)
+		return nil, fmt.Errorf("No sidecar proxy registered for %s", sidecarFor)
 	case 1:
-		return ids[0], nil
+		return found[0], nil
 	default:
-		return "", fmt.Errorf("More than one sidecar proxy registered for %s.\n"+
+		ids := make([]string, len(found))
+		for i, s := range found {
+			ids[i] = s.ID
+		}
+		return nil, fmt.Errorf("More than one sidecar proxy registered for %s.\n"+
 			"    Start proxy with -proxy-id and one of the following IDs: %s", sidecarFor, strings.Join(ids, ", "))
 	}
 }
