@@ -1,7 +1,8 @@
 // Package connect implements `trellis connect`: the service mesh's
 // command line. Here: the Connect CA's configuration (`connect ca
 // get-config`, `set-config`), with the output and messages of `consul
-// connect ca`, and the built-in sidecar proxy (`connect proxy`).
+// connect ca`, the built-in sidecar proxy (`connect proxy`) and Envoy's
+// bootstrap configuration (`connect envoy -bootstrap`).
 package connect
 
 import (
@@ -17,7 +18,7 @@ import (
 
 const help = `
   Interacts with the service mesh (Connect): its certificate authority,
-  and the built-in sidecar proxy.
+  the built-in sidecar proxy, and the bootstrap of Envoy sidecars.
 `
 
 const caHelp = `
@@ -38,6 +39,7 @@ func Command(stdin io.Reader) func(ctx context.Context, args []string, stdout, s
 		return cliflags.Dispatch(ctx, "connect", help, []cliflags.Verb{
 			{Name: "ca", Synopsis: "Interact with the Connect Certificate Authority (CA)", Run: ca},
 			{Name: "proxy", Synopsis: "Runs the built-in sidecar proxy", Run: proxyCommand},
+			{Name: "envoy", Synopsis: "Prints the bootstrap configuration of an Envoy sidecar", Run: envoyCommand},
 		}, args, stdout, stderr)
 	}
 }
