@@ -7,7 +7,6 @@ package cluster
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,15 +29,7 @@ func TestMain(m *testing.M) {
 }
 
 // freePort reserves a port on ip long enough to hand it to a server.
-func freePort(t *testing.T, ip string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T, ip string) int { return testbin.FreePort(t, ip) }
 
 type member struct {
 	name, ip, dir               string

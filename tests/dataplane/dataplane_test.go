@@ -26,15 +26,7 @@ func TestMain(m *testing.M) {
 	testbin.Main(m, func(path string) { binary = path })
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testbin.FreePort(t, "127.0.0.1") }
 
 // start runs the binary with args and returns the first submatch of each
 // pattern as the process prints it, waiting at most 30 s for all.

@@ -5,7 +5,6 @@ package durability
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,15 +34,7 @@ var httpLine = regexp.MustCompile(`HTTP API: (\S+)`)
 
 // freePort reserves a loopback port long enough to hand it to the agent;
 // the agent must reuse one raft port across restarts.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testbin.FreePort(t, "127.0.0.1") }
 
 func start(t *testing.T, dataDir string, serverPort int, extra ...string) *proc {
 	t.Helper()

@@ -4,6 +4,7 @@ package testbin
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,4 +31,17 @@ func Main(m *testing.M, set func(path string)) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// FreePort returns a TCP port free on ip right now, for a process that
+// must be told its port before it starts (raft and gossip peers name each
+// other's ports).
+func FreePort(t testing.TB, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
