@@ -21,6 +21,7 @@ import (
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -49,7 +50,8 @@ type cluster struct {
 	connectTimeout time.Duration
 	endpoints      []string // host:port, healthy only
 	next           atomic.Uint64
-	tls            *upstreamTLS // nil: plain TCP
+	tls            *upstreamTLS       // nil: plain TCP
+	connectErrors  prometheus.Counter // set by Apply
 }
 
 type upstreamTLS struct {
@@ -66,7 +68,8 @@ type listenerSpec struct {
 	tls     *downstreamTLS
 	rbac    []*rbacEngine // all must allow
 	cluster string
-	idle    time.Duration // 0: none
+	idle    time.Duration    // 0: none
+	m       *listenerMetrics // set by Apply
 }
 
 type downstreamTLS struct {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // serve carries one accepted connection: TLS and RBAC if the listener
@@ -22,6 +24,7 @@ func (p *Proxy) serve(spec *listenerSpec, c net.Conn) {
 		tc := tls.Server(c, p.serverTLS(spec.tls))
 		c.SetDeadline(time.Now().Add(handshakeTimeout))
 		if err := tc.Handshake(); err != nil {
+			spec.m.tlsErrors.Inc()
 			p.log.Debug("proxy: inbound handshake failed", "listener", spec.name, "remote", c.RemoteAddr(), "err", err)
 			return
 		}
@@ -35,6 +38,7 @@ func (p *Proxy) serve(spec *listenerSpec, c net.Conn) {
 	}
 	for _, e := range spec.rbac {
 		if !e.allowed(ids) {
+			spec.m.denied.Inc()
 			p.log.Debug("proxy: connection denied by RBAC", "listener", spec.name, "peer", ids)
 			return
 		}
@@ -46,11 +50,14 @@ func (p *Proxy) serve(spec *listenerSpec, c net.Conn) {
 	}
 	up, raw, err := p.dial(st, cl)
 	if err != nil {
+		if !errors.Is(err, errClosed) {
+			cl.connectErrors.Inc()
+		}
 		p.log.Debug("proxy: upstream connect failed", "listener", spec.name, "cluster", cl.name, "err", err)
 		return
 	}
 	defer p.untrack(raw)
-	pipe(down, up, spec.idle)
+	pipe(down, up, spec.idle, spec.m.rx, spec.m.tx)
 }
 
 // serverTLS is the listener's TLS configuration; the certificate and
@@ -162,7 +169,7 @@ func (p *Proxy) dial(st *state, cl *cluster) (conn, raw net.Conn, err error) {
 		return nil, nil, err
 	}
 	if !p.track(c) {
-		return nil, nil, errors.New("proxy closed")
+		return nil, nil, errClosed
 	}
 	if cl.tls == nil {
 		return c, c, nil
@@ -180,22 +187,24 @@ func (p *Proxy) dial(st *state, cl *cluster) (conn, raw net.Conn, err error) {
 	return tc, c, nil
 }
 
+var errClosed = errors.New("proxy closed")
+
 // pipe copies both ways until both directions ended, passing on
 // half-closes, and closes both. idle > 0 closes both after that long
-// with no bytes either way.
-func pipe(a, b net.Conn, idle time.Duration) {
+// with no bytes either way. rx counts the bytes from a, tx those to a.
+func pipe(a, b net.Conn, idle time.Duration, rx, tx prometheus.Counter) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var once sync.Once
 	closeBoth := func() { once.Do(func() { a.Close(); b.Close() }) }
 	var wg sync.WaitGroup
-	wg.Go(func() { copyHalf(b, a, idle, &last, closeBoth) })
-	copyHalf(a, b, idle, &last, closeBoth)
+	wg.Go(func() { copyHalf(b, a, idle, &last, closeBoth, rx) })
+	copyHalf(a, b, idle, &last, closeBoth, tx)
 	wg.Wait()
 	closeBoth()
 }
 
-func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBoth func()) {
+func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBoth func(), bytes prometheus.Counter) {
 	buf := make([]byte, 32<<10)
 	for {
 		if idle > 0 {
@@ -204,6 +213,7 @@ func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBo
 		n, err := src.Read(buf)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
+			bytes.Add(float64(n))
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				closeBoth()
 				return

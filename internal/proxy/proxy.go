@@ -16,6 +16,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -39,7 +40,8 @@ type Options struct {
 
 // Proxy runs a Config.
 type Proxy struct {
-	log *slog.Logger
+	log     *slog.Logger
+	metrics *metrics
 
 	// cur is the applied configuration that new connections and
 	// handshakes use; nil before the first Apply.
@@ -71,6 +73,7 @@ func New(opts Options) *Proxy {
 	}
 	return &Proxy{
 		log:       log,
+		metrics:   newMetrics(),
 		listeners: map[string]*liveListener{},
 		conns:     map[net.Conn]struct{}{},
 		done:      make(chan struct{}),
@@ -87,11 +90,19 @@ func New(opts Options) *Proxy {
 // new filters for new connections; one whose address changed is bound
 // anew and its old socket closed. Connections accepted by a changed or
 // removed listener are left to finish.
-func (p *Proxy) Apply(cfg Config) error {
+func (p *Proxy) Apply(cfg Config) (err error) {
+	defer func() {
+		if err != nil {
+			p.metrics.applyError.Inc()
+		} else {
+			p.metrics.applyOK.Inc()
+		}
+	}()
 	c, err := compile(cfg)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
+	p.metrics.resolve(c)
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	p.mu.Lock()
@@ -226,7 +237,14 @@ func (p *Proxy) accept(l *liveListener) {
 			return
 		}
 		spec := l.spec.Load()
+		spec.m.conns.Inc()
+		spec.m.active.Inc()
+		start := time.Now()
 		p.wg.Go(func() {
+			defer func() {
+				spec.m.duration.Observe(time.Since(start).Seconds())
+				spec.m.active.Dec()
+			}()
 			defer p.untrack(c)
 			p.serve(spec, c)
 		})
