@@ -40,7 +40,9 @@ Usage: trellis connect proxy [options] (-sidecar-for SERVICE-ID | -proxy-id ID)
   itself.
 
   The admin listener (-admin-bind) serves /ready: 200 once a
-  configuration is applied, else 503.
+  configuration is applied, else 503; and /stats: the proxy's metrics
+  (connections, bytes, denials, TLS and upstream errors, configuration
+  applies) in the Prometheus text format.
 
       $ trellis connect proxy -sidecar-for web-1
 `
@@ -50,6 +52,7 @@ type dataPlane interface {
 	xdsclient.Applier
 	Ready() bool
 	Close() error
+	Metrics() http.Handler // Prometheus exposition
 }
 
 func proxyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -222,7 +225,7 @@ func lookupSidecar(client *api.Client, sidecarFor string) (*api.AgentService, er
 }
 
 // adminHandler serves the admin endpoints: GET /ready answers 200 "LIVE"
-// once dp runs a configuration, 503 before.
+// once dp runs a configuration, 503 before; GET /stats is dp's metrics.
 func adminHandler(dp dataPlane) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -232,5 +235,6 @@ func adminHandler(dp dataPlane) http.Handler {
 		}
 		fmt.Fprintln(w, "LIVE")
 	})
+	mux.Handle("GET /stats", dp.Metrics())
 	return mux
 }

@@ -3,6 +3,7 @@ package connect
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -37,6 +38,9 @@ func (f *fakeProxy) Apply(cfg proxy.Config) error {
 }
 func (f *fakeProxy) Ready() bool  { return f.applied.Load() > 0 }
 func (f *fakeProxy) Close() error { f.closed.Store(true); return nil }
+func (f *fakeProxy) Metrics() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+}
 
 // syncBuffer is a buffer written by the command's goroutine and read by
 // the test's, which it tells about each write.
@@ -198,6 +202,21 @@ func TestProxyStartsAndStops(t *testing.T) {
 	m := stdout.waitMatch(t, started)
 	if code := getReady(t, m[2]); code != http.StatusServiceUnavailable {
 		t.Errorf("/ready: %d before any configuration, want 503", code)
+	}
+	resp, err := http.Get(m[2] + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("/stats: %d %q, want 200 and Prometheus text", resp.StatusCode, ct)
+	}
+	if want := `trellis_proxy_config_applies_total{result="ok"} 0`; !strings.Contains(string(body), want) {
+		t.Errorf("/stats lacks %q:\n%s", want, body)
 	}
 	if code := stop(); code != 0 {
 		t.Errorf("exit %d after cancel, want 0; stderr:\n%s", code, stderr.String())
