@@ -60,6 +60,8 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 func waitMetric(t *testing.T, p *Proxy, want float64, name string, labels ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for {
 		got := metric(t, p, name, labels...)
 		if got == want {
@@ -68,7 +70,7 @@ func waitMetric(t *testing.T, p *Proxy, want float64, name string, labels ...str
 		if time.Now().After(deadline) {
 			t.Fatalf("%s%v = %v, want %v", name, labels, got, want)
 		}
-		time.Sleep(time.Millisecond) // polling, not synchronising
+		<-tick.C
 	}
 }
 
