@@ -47,8 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, name, hel
 	if code, ok := cliflags.Parse(fs, args, help, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)

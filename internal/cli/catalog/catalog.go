@@ -5,7 +5,6 @@ package catalog
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -42,7 +41,7 @@ func datacenters(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if code, ok := cliflags.Parse(fs, args, datacentersHelp, stdout, stderr); !ok {
 		return code
 	}
-	if !noArgs(fs, stderr) {
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)
@@ -89,7 +88,7 @@ func nodes(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := cliflags.Parse(fs, args, nodesHelp, stdout, stderr); !ok {
 		return code
 	}
-	if !noArgs(fs, stderr) {
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)
@@ -170,7 +169,7 @@ func services(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := cliflags.Parse(fs, args, servicesHelp, stdout, stderr); !ok {
 		return code
 	}
-	if !noArgs(fs, stderr) {
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)
@@ -239,14 +238,6 @@ func mergeTags(have, add []string) []string {
 		}
 	}
 	return have
-}
-
-func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
-		return false
-	}
-	return true
 }
 
 // kvList renders a map as "k1=v1, k2=v2", sorted by key.

@@ -112,3 +112,13 @@ func (f *KeyValue) Set(s string) error {
 	f.Map[k] = v
 	return nil
 }
+
+// NoArgs reports whether fs was given no positional arguments; when it
+// was, it says so on stderr, as Consul's commands do.
+func NoArgs(fs *flag.FlagSet, stderr io.Writer) bool {
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+		return false
+	}
+	return true
+}

@@ -63,8 +63,7 @@ func getConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if code, ok := cliflags.Parse(fs, args, getConfigHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)
@@ -115,8 +114,7 @@ func runSetConfig(ctx context.Context, stdin io.Reader, args []string, stdout, s
 	if code, ok := cliflags.Parse(fs, args, setConfigHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	if *file == "" {

@@ -65,8 +65,7 @@ func envoyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if code, ok := cliflags.Parse(fs, args, envoyHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	if !*bootstrap {

@@ -76,8 +76,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer, newP
 	if code, ok := cliflags.Parse(fs, args, proxyHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	var level slog.Level

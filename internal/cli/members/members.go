@@ -38,8 +38,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := cliflags.Parse(fs, args, help, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	var statusRE *regexp.Regexp

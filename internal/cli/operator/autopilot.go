@@ -48,8 +48,7 @@ func autopilotGetConfig(ctx context.Context, args []string, stdout, stderr io.Wr
 	if code, ok := cliflags.Parse(fs, args, getConfigHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)
@@ -101,8 +100,7 @@ func autopilotSetConfig(ctx context.Context, args []string, stdout, stderr io.Wr
 	if code, ok := cliflags.Parse(fs, args, setConfigHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	set := map[string]bool{}
@@ -175,8 +173,7 @@ func autopilotState(ctx context.Context, args []string, stdout, stderr io.Writer
 	if code, ok := cliflags.Parse(fs, args, stateHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	if *format != "pretty" && *format != "json" {

@@ -58,8 +58,7 @@ func listPeers(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if code, ok := cliflags.Parse(fs, args, listPeersHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)
@@ -112,8 +111,7 @@ func removePeer(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if code, ok := cliflags.Parse(fs, args, removePeerHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	// Checked here rather than left to the agent's 400, so that a usage
@@ -167,8 +165,7 @@ func transferLeader(ctx context.Context, args []string, stdout, stderr io.Writer
 	if code, ok := cliflags.Parse(fs, args, transferLeaderHelp, stdout, stderr); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "Too many arguments (expected 0, got %d)\n", fs.NArg())
+	if !cliflags.NoArgs(fs, stderr) {
 		return 1
 	}
 	client, done, ok := h.Connect(ctx, stderr)
