@@ -51,9 +51,12 @@ func (a *Agent) startProxyConfig(ca *caClient) {
 	}()
 }
 
-// xdsPublisher hands snapshots to the xDS server. A snapshot the
-// generator refuses (it should not happen) is logged: the proxy keeps
-// the configuration it has.
+// xdsPublisher hands snapshots to the xDS server, in both renderings: for
+// the proxy's sidecar and for the gRPC clients that identify as the
+// proxy (proxyless). A snapshot the generator refuses (it should not
+// happen for the sidecar; for gRPC clients, one upstream name in two
+// datacenters) is logged: the proxy, or its gRPC clients, keep the
+// configuration they have.
 type xdsPublisher struct {
 	x      *xds.Server
 	logger *slog.Logger
@@ -62,6 +65,9 @@ type xdsPublisher struct {
 func (p xdsPublisher) Update(snap *proxycfg.Snapshot) {
 	if err := p.x.Update(snap); err != nil {
 		p.logger.Error("xds: configuration not sent", "proxy", snap.ProxyID, "error", err)
+	}
+	if err := p.x.UpdateProxyless(snap); err != nil {
+		p.logger.Error("xds: configuration of proxyless gRPC clients not sent", "proxy", snap.ProxyID, "error", err)
 	}
 }
 

@@ -4,6 +4,13 @@
 // generate made from the proxy's latest snapshot; go-control-plane's
 // snapshot cache keeps the stream protocol (versions, nonces, ACK/NACK)
 // and pushes a new set to the proxies connected as its node ID.
+//
+// A proxy is served two renderings of its snapshot: the sidecar's (Envoy
+// or Trellis's proxy) and the proxyless one, for a gRPC library's xDS
+// client that identifies as the proxy (its bootstrap's node ID is the
+// proxy's service ID) and dials the proxy's upstreams itself. The node's
+// user_agent_name tells them apart: gRPC libraries send "gRPC Go",
+// "gRPC Java", ... (see nodeKey).
 package xds
 
 import (
@@ -11,15 +18,19 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	server "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 
@@ -45,7 +56,7 @@ func New(logger *slog.Logger) *Server {
 	}
 	logger = logger.With("component", "xds")
 	ctx, stop := context.WithCancel(context.Background())
-	c := cache.NewSnapshotCache(true, cache.IDHash{}, slogAdapter(logger))
+	c := cache.NewSnapshotCache(true, nodeKey{}, slogAdapter(logger))
 	return &Server{
 		logger: logger,
 		cache:  c,
@@ -77,23 +88,72 @@ func (s *Server) Update(snap *proxycfg.Snapshot) error {
 	if err != nil {
 		return err
 	}
+	return s.set(sidecarKey(snap.ProxyID), snap, res, true)
+}
+
+// UpdateProxyless does for the gRPC clients that identify as the proxy
+// snap.ProxyID what Update does for its sidecar, with the proxyless
+// rendering (generate.ProxylessResources). The two are independent: an
+// error in one leaves the other as it is.
+func (s *Server) UpdateProxyless(snap *proxycfg.Snapshot) error {
+	if snap == nil || snap.ProxyID == "" {
+		return fmt.Errorf("xds: update: snapshot without a proxy ID")
+	}
+	res, err := generate.ProxylessResources(snap)
+	if err != nil {
+		return err
+	}
+	// go-control-plane's consistency check cannot follow an API
+	// listener to its route (it reads filter chains only) and would
+	// call every route unreferenced; the generator guarantees the
+	// references instead.
+	return s.set(proxylessKey(snap.ProxyID), snap, res, false)
+}
+
+func (s *Server) set(key string, snap *proxycfg.Snapshot, res map[resource.Type][]types.Resource, checkConsistent bool) error {
 	cs, err := cache.NewSnapshot(strconv.FormatUint(snap.Version, 10), res)
 	if err != nil {
 		return fmt.Errorf("xds: proxy %q: %w", snap.ProxyID, err)
 	}
-	if err := cs.Consistent(); err != nil {
-		return fmt.Errorf("xds: proxy %q: inconsistent resources: %w", snap.ProxyID, err)
+	if checkConsistent {
+		if err := cs.Consistent(); err != nil {
+			return fmt.Errorf("xds: proxy %q: inconsistent resources: %w", snap.ProxyID, err)
+		}
 	}
-	if err := s.cache.SetSnapshot(context.Background(), snap.ProxyID, cs); err != nil {
+	if err := s.cache.SetSnapshot(context.Background(), key, cs); err != nil {
 		return fmt.Errorf("xds: proxy %q: %w", snap.ProxyID, err)
 	}
 	return nil
 }
 
-// Remove forgets a proxy's resources, when its service is deregistered.
-// A stream still open for it receives nothing more.
+// Remove forgets a proxy's resources, both renderings, when its service
+// is deregistered. A stream still open for it receives nothing more.
 func (s *Server) Remove(proxyID string) {
-	s.cache.ClearSnapshot(proxyID)
+	s.cache.ClearSnapshot(sidecarKey(proxyID))
+	s.cache.ClearSnapshot(proxylessKey(proxyID))
+}
+
+// nodeKey is the snapshot cache's key of a node: its kind and its ID.
+// Both kinds are prefixed, so that no proxy ID (service IDs may hold any
+// character) can name the other kind's resources.
+type nodeKey struct{}
+
+func (nodeKey) ID(node *corev3.Node) string {
+	if isProxyless(node) {
+		return proxylessKey(node.GetId())
+	}
+	return sidecarKey(node.GetId())
+}
+
+func sidecarKey(proxyID string) string   { return "sidecar/" + proxyID }
+func proxylessKey(proxyID string) string { return "grpc/" + proxyID }
+
+// isProxyless reports whether node is a gRPC library's xDS client rather
+// than a sidecar: gRPC sets user_agent_name to "gRPC " and its language
+// ("gRPC Go" in grpc-go, "gRPC Java" in grpc-java); Envoy sends "envoy",
+// Trellis's proxy nothing.
+func isProxyless(node *corev3.Node) bool {
+	return strings.HasPrefix(node.GetUserAgentName(), "gRPC ")
 }
 
 // Close ends the open streams. Stop the grpc.Server after it: its
