@@ -1,8 +1,9 @@
 // Package connect implements `trellis connect`: the service mesh's
 // command line. Here: the Connect CA's configuration (`connect ca
 // get-config`, `set-config`), with the output and messages of `consul
-// connect ca`, the built-in sidecar proxy (`connect proxy`) and Envoy's
-// bootstrap configuration (`connect envoy -bootstrap`).
+// connect ca`, the built-in sidecar proxy (`connect proxy`), Envoy's
+// bootstrap configuration (`connect envoy -bootstrap`) and a proxyless
+// gRPC application's (`connect grpc-bootstrap`).
 package connect
 
 import (
@@ -18,7 +19,8 @@ import (
 
 const help = `
   Interacts with the service mesh (Connect): its certificate authority,
-  the built-in sidecar proxy, and the bootstrap of Envoy sidecars.
+  the built-in sidecar proxy, the bootstrap of Envoy sidecars and of
+  proxyless gRPC applications.
 `
 
 const caHelp = `
@@ -40,6 +42,7 @@ func Command(stdin io.Reader) func(ctx context.Context, args []string, stdout, s
 			{Name: "ca", Synopsis: "Interact with the Connect Certificate Authority (CA)", Run: ca},
 			{Name: "proxy", Synopsis: "Runs the built-in sidecar proxy", Run: proxyCommand},
 			{Name: "envoy", Synopsis: "Prints the bootstrap configuration of an Envoy sidecar", Run: envoyCommand},
+			{Name: "grpc-bootstrap", Synopsis: "Writes a proxyless gRPC application's certificates and prints its xDS bootstrap", Run: grpcBootstrapCommand},
 		}, args, stdout, stderr)
 	}
 }
