@@ -81,3 +81,32 @@ func TestSidecarsCarryTrafficAndEnforceIntentions(t *testing.T) {
 	m.a.DeleteIntention("web", "db")
 	m.passes(t, "web reaches db again after the intention is removed")
 }
+
+// Under the mesh entry's default deny (a Trellis extension), only an
+// allow intention lets web through; removing it, or the default, is
+// pushed to the running sidecars.
+func TestAllowIntentionUnderMeshDefaultDeny(t *testing.T) {
+	m := startWebToDB(t, func(a *Agent) { a.SetMeshDefaultPolicy("deny") })
+	// Denied from the sidecars' first configuration on: no request ever
+	// passes, and db's sidecar is what refuses them (once web's sidecar
+	// knows db's endpoint).
+	eventually(t, "db's sidecar denies web", func() error {
+		if err := refused(m.up); err != nil {
+			t.Fatalf("under the mesh's default deny: %v", err)
+		}
+		if n := m.dbProxy.Stats().Sum(statDenied, "listener", publicLn); n == 0 {
+			return fmt.Errorf("no denial counted yet")
+		}
+		return nil
+	})
+	if n := m.dbApp.Conns(); n != 0 {
+		t.Fatalf("db accepted %d connections under the default deny", n)
+	}
+
+	m.a.Intention("web", "db", api.IntentionActionAllow)
+	m.passes(t, "the allow intention lets web through")
+	m.a.DeleteIntention("web", "db")
+	m.refuses(t, "the default deny refuses web again once the intention is removed")
+	m.a.SetMeshDefaultPolicy("allow")
+	m.passes(t, "the mesh's default allow lets web through")
+}
