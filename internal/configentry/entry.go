@@ -14,6 +14,8 @@ const (
 	ServiceDefaults   = "service-defaults"
 	ServiceIntentions = "service-intentions"
 	MeshConfig        = "mesh"
+	ServiceResolver   = "service-resolver"
+	ServiceRouter     = "service-router"
 
 	// ProxyConfigGlobal is the only name a proxy-defaults entry may have.
 	ProxyConfigGlobal = "global"
@@ -55,6 +57,8 @@ var kinds = map[string]func() Entry{
 	ServiceDefaults:   func() Entry { return &ServiceConfigEntry{} },
 	ServiceIntentions: func() Entry { return &ServiceIntentionsConfigEntry{} },
 	MeshConfig:        func() Entry { return &MeshConfigEntry{} },
+	ServiceResolver:   func() Entry { return &ServiceResolverConfigEntry{} },
+	ServiceRouter:     func() Entry { return &ServiceRouterConfigEntry{} },
 }
 
 // Kinds lists the supported kinds, sorted.

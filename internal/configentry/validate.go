@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -250,25 +251,93 @@ func (u *UpstreamConfig) validate(path string) error {
 	if u.ConnectTimeoutMs < 0 {
 		return fmt.Errorf("%s.ConnectTimeoutMs: must not be negative, got %d", path, u.ConnectTimeoutMs)
 	}
-	if l := u.Limits; l != nil {
-		for _, f := range []struct {
-			name string
-			v    *int
-		}{{"MaxConnections", l.MaxConnections}, {"MaxPendingRequests", l.MaxPendingRequests}, {"MaxConcurrentRequests", l.MaxConcurrentRequests}} {
-			if f.v != nil && *f.v < 0 {
-				return fmt.Errorf("%s.Limits.%s: must not be negative, got %d", path, f.name, *f.v)
-			}
-		}
+	if err := u.Limits.validate(path + ".Limits"); err != nil {
+		return err
 	}
-	if p := u.PassiveHealthCheck; p != nil {
-		if p.Interval < 0 {
-			return fmt.Errorf("%s.PassiveHealthCheck.Interval: must not be negative", path)
-		}
-		if p.MaxEjectionPercent != nil && *p.MaxEjectionPercent > 100 {
-			return fmt.Errorf("%s.PassiveHealthCheck.MaxEjectionPercent: must be at most 100, got %d", path, *p.MaxEjectionPercent)
+	return u.PassiveHealthCheck.validate(path + ".PassiveHealthCheck")
+}
+
+func (l *UpstreamLimits) validate(path string) error {
+	if l == nil {
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{{"MaxConnections", l.MaxConnections}, {"MaxPendingRequests", l.MaxPendingRequests}, {"MaxConcurrentRequests", l.MaxConcurrentRequests}} {
+		if f.v != nil && *f.v < 0 {
+			return fmt.Errorf("%s.%s: must not be negative, got %d", path, f.name, *f.v)
 		}
 	}
 	return nil
+}
+
+func (p *PassiveHealthCheck) validate(path string) error {
+	if p == nil {
+		return nil
+	}
+	if p.Interval < 0 {
+		return fmt.Errorf("%s.Interval: must not be negative", path)
+	}
+	if p.BaseEjectionTime != nil && *p.BaseEjectionTime < 0 {
+		return fmt.Errorf("%s.BaseEjectionTime: must not be negative", path)
+	}
+	// Percentages: Envoy refuses a cluster with one above 100.
+	for _, f := range []struct {
+		name string
+		v    *uint32
+	}{{"MaxEjectionPercent", p.MaxEjectionPercent}, {"EnforcingConsecutive5xx", p.EnforcingConsecutive5xx},
+		{"EnforcingConsecutiveGatewayFailure", p.EnforcingConsecutiveGatewayFailure}} {
+		if f.v != nil && *f.v > 100 {
+			return fmt.Errorf("%s.%s: must be at most 100, got %d", path, f.name, *f.v)
+		}
+	}
+	return nil
+}
+
+// DecodeUpstreamRegistrationConfig reads the keys of an upstream
+// registration's opaque Config that override its service-defaults
+// UpstreamConfig, as Consul's: "limits" and "passive_health_check" (with
+// the lenient key matching of config entries, so "Limits" or
+// "max_connections" both work). Other keys are left alone; an error names
+// the key and field, and nothing is returned with it.
+func DecodeUpstreamRegistrationConfig(cfg map[string]any) (*UpstreamConfig, error) {
+	keys := make([]string, 0, len(cfg))
+	for k := range cfg {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the first bad key is always the same
+	u := &UpstreamConfig{}
+	seen := map[string]string{}
+	for _, k := range keys {
+		norm := normKey(k)
+		if prev, dup := seen[norm]; dup {
+			return nil, fmt.Errorf("%s: given twice (%q and %q)", k, prev, k)
+		}
+		seen[norm] = k
+		var out any
+		switch norm {
+		case "limits":
+			out = &u.Limits
+		case "passivehealthcheck":
+			out = &u.PassiveHealthCheck
+		default:
+			continue
+		}
+		if err := decodeValue(k, cfg[k], reflect.ValueOf(out).Elem()); err != nil {
+			return nil, err
+		}
+	}
+	if l := u.Limits; l != nil {
+		l.PassiveHealthCheck = nil // Consul's api-gateway-only field
+	}
+	if err := u.Limits.validate("limits"); err != nil {
+		return nil, err
+	}
+	if err := u.PassiveHealthCheck.validate("passive_health_check"); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 func (e *MeshConfigEntry) Normalize() {

@@ -56,6 +56,12 @@ func (m *Manager) build(ws memdb.WatchSet, def *structs.NodeService, leaf *struc
 		return nil, err
 	}
 	snap.Protocol = protocol(own, proxyDefaults)
+	var ownConnectMs, ownRequestMs int
+	if own != nil {
+		ownConnectMs, ownRequestMs = own.LocalConnectTimeoutMs, own.LocalRequestTimeoutMs
+	}
+	snap.LocalConnectTimeout = localTimeout(p.Config, "local_connect_timeout_ms", ownConnectMs, proxyDefaults)
+	snap.LocalRequestTimeout = localTimeout(p.Config, "local_request_timeout_ms", ownRequestMs, proxyDefaults)
 
 	if snap.Intentions, err = r.intentions(dest); err != nil {
 		return nil, err
@@ -76,18 +82,41 @@ func (m *Manager) build(ws memdb.WatchSet, def *structs.NodeService, leaf *struc
 		if (u.DestinationType != "" && u.DestinationType != structs.UpstreamDestTypeService) || u.DestinationPeer != "" {
 			continue
 		}
+		// An upstream in another datacenter gets this one's config
+		// entries (as its protocol does): that datacenter's are not in
+		// this store.
+		resolver, err := r.resolver(u.DestinationName)
+		if err != nil {
+			return nil, err
+		}
 		up := Upstream{
 			Name:             u.DestinationName,
 			Datacenter:       cmp.Or(u.Datacenter, m.src.Datacenter),
 			LocalBindAddress: cmp.Or(u.LocalBindAddress, defaultLocalAddress),
 			LocalBindPort:    u.LocalBindPort,
-			ConnectTimeout:   connectTimeout(u, own),
+			ConnectTimeout:   connectTimeout(u, own, resolver),
+		}
+		var badConfig error
+		up.Limits, up.PassiveHealthCheck, badConfig = upstreamLimits(u, own)
+		if badConfig != nil {
+			m.log.Warn("proxycfg: ignoring the upstream's limits and passive_health_check config",
+				"proxy", def.ID, "upstream", u.DestinationName, "error", badConfig)
+		}
+		if resolver != nil {
+			up.LoadBalancer, up.RequestTimeout = resolver.LoadBalancer, resolver.RequestTimeout
 		}
 		sd, err := r.serviceDefaults(u.DestinationName)
 		if err != nil {
 			return nil, err
 		}
 		up.Protocol = protocol(sd, proxyDefaults)
+		router, err := r.router(u.DestinationName)
+		if err != nil {
+			return nil, err
+		}
+		if router != nil && configentry.IsHTTPLike(up.Protocol) {
+			up.Routes = router.Routes
+		}
 		// Another datacenter's instances are not in this store: reaching
 		// them takes WAN federation (or a mesh gateway), later.
 		if up.Datacenter == m.src.Datacenter {
@@ -131,25 +160,86 @@ func protocol(sd *configentry.ServiceConfigEntry, pd *configentry.ProxyConfigEnt
 }
 
 // connectTimeout is an upstream's: the registration's config
-// "connect_timeout_ms", else the downstream service's service-defaults
+// "connect_timeout_ms", else the upstream's service-resolver
+// ConnectTimeout, else the downstream service's service-defaults
 // UpstreamConfig (the override for the upstream, else the defaults),
 // else 5 seconds. The registration wins, as in Consul, where the central
 // upstream config is the base the local one overrides.
-func connectTimeout(u structs.Upstream, own *configentry.ServiceConfigEntry) time.Duration {
+func connectTimeout(u structs.Upstream, own *configentry.ServiceConfigEntry, resolver *configentry.ServiceResolverConfigEntry) time.Duration {
 	if ms, ok := millis(u.Config["connect_timeout_ms"]); ok {
 		return time.Duration(ms) * time.Millisecond
 	}
+	if resolver != nil && resolver.ConnectTimeout > 0 {
+		return resolver.ConnectTimeout
+	}
+	if o := upstreamOverride(u, own); o != nil && o.ConnectTimeoutMs > 0 {
+		return time.Duration(o.ConnectTimeoutMs) * time.Millisecond
+	}
 	if own != nil && own.UpstreamConfig != nil {
-		for _, o := range own.UpstreamConfig.Overrides {
-			if o != nil && o.Name == u.DestinationName && o.Peer == "" && o.ConnectTimeoutMs > 0 {
-				return time.Duration(o.ConnectTimeoutMs) * time.Millisecond
-			}
-		}
 		if d := own.UpstreamConfig.Defaults; d != nil && d.ConnectTimeoutMs > 0 {
 			return time.Duration(d.ConnectTimeoutMs) * time.Millisecond
 		}
 	}
 	return defaultConnectTimeout
+}
+
+// upstreamOverride is the downstream's service-defaults override for
+// upstream u, or nil.
+func upstreamOverride(u structs.Upstream, own *configentry.ServiceConfigEntry) *configentry.UpstreamConfig {
+	if own == nil || own.UpstreamConfig == nil {
+		return nil
+	}
+	for _, o := range own.UpstreamConfig.Overrides {
+		if o != nil && o.Name == u.DestinationName && o.Peer == "" {
+			return o
+		}
+	}
+	return nil
+}
+
+// upstreamLimits are an upstream's limits and passive health check:
+// each the registration's Config key when given, else the service-defaults
+// override's field for the upstream, else the defaults' field. A
+// registration Config that does not decode is reported, and the
+// service-defaults values are returned with the error: the registration
+// was accepted with it (its Config is opaque to the catalog), so the
+// proxy must still be configured.
+func upstreamLimits(u structs.Upstream, own *configentry.ServiceConfigEntry) (*Limits, *configentry.PassiveHealthCheck, error) {
+	var lim *configentry.UpstreamLimits
+	var phc *configentry.PassiveHealthCheck
+	if own != nil && own.UpstreamConfig != nil && own.UpstreamConfig.Defaults != nil {
+		lim, phc = own.UpstreamConfig.Defaults.Limits, own.UpstreamConfig.Defaults.PassiveHealthCheck
+	}
+	if o := upstreamOverride(u, own); o != nil {
+		lim, phc = cmp.Or(o.Limits, lim), cmp.Or(o.PassiveHealthCheck, phc)
+	}
+	local, err := configentry.DecodeUpstreamRegistrationConfig(u.Config)
+	if err == nil {
+		lim, phc = cmp.Or(local.Limits, lim), cmp.Or(local.PassiveHealthCheck, phc)
+	}
+	if lim == nil {
+		return nil, phc, err
+	}
+	return &Limits{MaxConnections: lim.MaxConnections, MaxPendingRequests: lim.MaxPendingRequests,
+		MaxConcurrentRequests: lim.MaxConcurrentRequests}, phc, err
+}
+
+// localTimeout is a timeout towards the local application: the proxy
+// registration's Config key (milliseconds), else the service-defaults
+// value sdMs, else proxy-defaults' Config key; 0 when none is set.
+func localTimeout(reg map[string]any, key string, sdMs int, pd *configentry.ProxyConfigEntry) time.Duration {
+	if ms, ok := millis(reg[key]); ok {
+		return time.Duration(ms) * time.Millisecond
+	}
+	if sdMs > 0 {
+		return time.Duration(sdMs) * time.Millisecond
+	}
+	if pd != nil {
+		if ms, ok := millis(pd.Config[key]); ok {
+			return time.Duration(ms) * time.Millisecond
+		}
+	}
+	return 0
 }
 
 // millis reads a positive millisecond count from opaque config: JSON
@@ -203,6 +293,22 @@ func (r reader) serviceDefaults(name string) (*configentry.ServiceConfigEntry, e
 		return nil, err
 	}
 	return e.(*configentry.ServiceConfigEntry), nil
+}
+
+func (r reader) resolver(name string) (*configentry.ServiceResolverConfigEntry, error) {
+	e, err := r.entry(configentry.ServiceResolver, name)
+	if e == nil {
+		return nil, err
+	}
+	return e.(*configentry.ServiceResolverConfigEntry), nil
+}
+
+func (r reader) router(name string) (*configentry.ServiceRouterConfigEntry, error) {
+	e, err := r.entry(configentry.ServiceRouter, name)
+	if e == nil {
+		return nil, err
+	}
+	return e.(*configentry.ServiceRouterConfigEntry), nil
 }
 
 func (r reader) mesh() (*configentry.MeshConfigEntry, error) {

@@ -442,6 +442,49 @@ func TestSnapshotChanges(t *testing.T) {
 			}
 			return nil
 		}},
+		{"resolver written", func(h *harness) {
+			h.entry(`{"Kind":"service-resolver","Name":"db","ConnectTimeout":"1200ms","RequestTimeout":"9s",
+				"LoadBalancer":{"Policy":"least_request","LeastRequestConfig":{"ChoiceCount":4}}}`)
+		}, func(s *Snapshot) error {
+			db, dc2 := s.Upstreams[0], s.Upstreams[2]
+			if db.LoadBalancer == nil || db.LoadBalancer.Policy != "least_request" || db.LoadBalancer.LeastRequestConfig.ChoiceCount != 4 ||
+				db.RequestTimeout != 9*time.Second {
+				return fmt.Errorf("db: load balancer %+v, request timeout %v", db.LoadBalancer, db.RequestTimeout)
+			}
+			// The registration's connect timeout beats the resolver's.
+			if db.ConnectTimeout != 750*time.Millisecond || dc2.ConnectTimeout != 1200*time.Millisecond {
+				return fmt.Errorf("connect timeouts %v and %v, want 750ms (registration) and 1.2s (resolver)", db.ConnectTimeout, dc2.ConnectTimeout)
+			}
+			if s.Upstreams[1].LoadBalancer != nil {
+				return fmt.Errorf("api got db's load balancer")
+			}
+			return nil
+		}},
+		{"upstream limits from service-defaults", func(h *harness) {
+			h.entry(`{"Kind":"service-defaults","Name":"web","UpstreamConfig":{
+				"Overrides":[{"Name":"db","Limits":{"MaxConnections":3},"PassiveHealthCheck":{"MaxFailures":2,"Interval":"3s"}}],
+				"Defaults":{"Limits":{"MaxPendingRequests":8}}}}`)
+		}, func(s *Snapshot) error {
+			db, api := s.Upstreams[0], s.Upstreams[1]
+			if db.Limits == nil || db.Limits.MaxConnections == nil || *db.Limits.MaxConnections != 3 || db.Limits.MaxPendingRequests != nil {
+				return fmt.Errorf("db limits %+v, want the override's", db.Limits)
+			}
+			if db.PassiveHealthCheck == nil || db.PassiveHealthCheck.MaxFailures != 2 || db.PassiveHealthCheck.Interval != 3*time.Second {
+				return fmt.Errorf("db passive health check %+v", db.PassiveHealthCheck)
+			}
+			if api.Limits == nil || api.Limits.MaxPendingRequests == nil || *api.Limits.MaxPendingRequests != 8 || api.PassiveHealthCheck != nil {
+				return fmt.Errorf("api limits %+v / %+v, want the defaults'", api.Limits, api.PassiveHealthCheck)
+			}
+			return nil
+		}},
+		{"local timeouts from service-defaults", func(h *harness) {
+			h.entry(`{"Kind":"service-defaults","Name":"web","LocalConnectTimeoutMs":1500,"LocalRequestTimeoutMs":20000}`)
+		}, func(s *Snapshot) error {
+			if s.LocalConnectTimeout != 1500*time.Millisecond || s.LocalRequestTimeout != 20*time.Second {
+				return fmt.Errorf("local timeouts %v and %v, want 1.5s and 20s", s.LocalConnectTimeout, s.LocalRequestTimeout)
+			}
+			return nil
+		}},
 		{"proxy re-registered on another port", func(h *harness) {
 			p := webProxy()
 			p.Port = 21500
@@ -467,6 +510,41 @@ func TestSnapshotChanges(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// A service-router reaches the snapshot of an HTTP upstream, changes
+// with it, and goes when it is deleted; a resolver's hash policies
+// arrive with it.
+func TestSnapshotRoutes(t *testing.T) {
+	h := newHarness(t)
+	h.baseState()
+	h.entry(`{"Kind":"proxy-defaults","Name":"global","Config":{"protocol":"http"}}`)
+	h.svcs.put(webProxy())
+	if s := h.next(); s.Upstreams[0].Routes != nil {
+		t.Fatalf("routes %+v before any router", s.Upstreams[0].Routes)
+	}
+	h.entry(`{"Kind":"service-router","Name":"db","Routes":[{"Match":{"HTTP":{"PathPrefix":"/admin"}},
+		"Destination":{"RequestTimeout":"2s","NumRetries":2}},{"Match":{"HTTP":{"Methods":["POST"]}}}]}`)
+	s := h.next()
+	db := s.Upstreams[0]
+	if len(db.Routes) != 2 || db.Routes[0].Match.HTTP.PathPrefix != "/admin" || db.Routes[0].Destination.NumRetries != 2 ||
+		db.Routes[1].Match.HTTP.Methods[0] != "POST" {
+		t.Fatalf("db routes %+v", db.Routes)
+	}
+	if s.Upstreams[1].Routes != nil {
+		t.Errorf("api got db's routes")
+	}
+	h.entry(`{"Kind":"service-resolver","Name":"db","LoadBalancer":{"Policy":"ring_hash","HashPolicies":[{"Field":"header","FieldValue":"x-user"}]}}`)
+	if hp := h.next().Upstreams[0].LoadBalancer.HashPolicies; len(hp) != 1 || hp[0].FieldValue != "x-user" {
+		t.Fatalf("hash policies %+v", hp)
+	}
+	h.idx++
+	if _, err := h.store().ConfigEntryApply(h.idx, state.ConfigEntryDelete, configentry.ServiceRouter, "db", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.next(); s.Upstreams[0].Routes != nil {
+		t.Errorf("routes %+v after the router was deleted", s.Upstreams[0].Routes)
 	}
 }
 

@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/trellis-mesh/trellis/internal/configentry"
@@ -189,10 +190,13 @@ func (s *Store) ConfigEntryApply(idx uint64, op, kind, name string, e configentr
 	return true, nil
 }
 
-// checkConfigGraph checks that the write leaves every service with L7
-// intentions on an HTTP-like protocol: e is the entry being written, or
-// nil when delKind/delName is being deleted. Only writes of
-// service-intentions, service-defaults and proxy-defaults can break it.
+// checkConfigGraph checks that the write leaves every service that needs
+// an L7 protocol on an HTTP-like one: e is the entry being written, or
+// nil when delKind/delName is being deleted. A service needs one when it
+// has L7 intentions, a service-router, or a service-resolver with hash
+// policies (see l7Need). Only writes of those kinds, service-defaults
+// and proxy-defaults can break the rule; deletes of the first three
+// cannot.
 func checkConfigGraph(tx *memdb.Txn, e configentry.Entry, delKind, delName string) error {
 	kind, name := delKind, delName
 	if e != nil {
@@ -228,45 +232,87 @@ func checkConfigGraph(tx *memdb.Txn, e configentry.Entry, delKind, delName strin
 		}
 		return "tcp", nil
 	}
-	check := func(ixn *configentry.ServiceIntentionsConfigEntry) error {
-		for i, s := range ixn.Sources {
-			if len(s.Permissions) == 0 {
-				continue
-			}
-			p, err := protocolOf(ixn.Name)
-			if err != nil {
-				return err
-			}
-			if !configentry.IsHTTPLike(p) {
-				return structs.BadRequestError{Reason: fmt.Sprintf(
-					"service %q has protocol %q, which does not match defined L7 intentions (service-intentions %q Sources[%d] has Permissions): the protocol must be http, http2 or grpc",
-					ixn.Name, p, ixn.Name, i)}
-			}
+	// check fails when svc needs L7 and its protocol is not.
+	check := func(svc string) error {
+		need, err := l7Need(lookup, svc)
+		if err != nil || need == "" {
+			return err
+		}
+		p, err := protocolOf(svc)
+		if err != nil {
+			return err
+		}
+		if !configentry.IsHTTPLike(p) {
+			return structs.BadRequestError{Reason: fmt.Sprintf(
+				"service %q has protocol %q, which %s: the protocol must be http, http2 or grpc",
+				svc, p, need)}
 		}
 		return nil
 	}
 	switch kind {
-	case configentry.ServiceIntentions:
+	case configentry.ServiceIntentions, configentry.ServiceRouter, configentry.ServiceResolver:
 		if e == nil {
 			return nil
 		}
-		return check(e.(*configentry.ServiceIntentionsConfigEntry))
+		return check(name)
 	case configentry.ServiceDefaults:
-		ixn, err := lookup(configentry.ServiceIntentions, name)
-		if err != nil || ixn == nil {
-			return err
-		}
-		return check(ixn.(*configentry.ServiceIntentionsConfigEntry))
+		return check(name)
 	case configentry.ProxyDefaults:
-		it, err := tx.Get(tableConfigEntries, "kind", configentry.ServiceIntentions)
-		if err != nil {
-			return err
+		// Every service that could need L7, in a fixed order so that the
+		// error is always about the same one.
+		var svcs []string
+		seen := map[string]bool{}
+		for _, k := range []string{configentry.ServiceIntentions, configentry.ServiceRouter, configentry.ServiceResolver} {
+			it, err := tx.Get(tableConfigEntries, "kind", k)
+			if err != nil {
+				return err
+			}
+			for raw := it.Next(); raw != nil; raw = it.Next() {
+				if n := raw.(*configEntryRow).Name; !seen[n] {
+					seen[n] = true
+					svcs = append(svcs, n)
+				}
+			}
 		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			if err := check(raw.(*configEntryRow).entry.(*configentry.ServiceIntentionsConfigEntry)); err != nil {
+		sort.Strings(svcs)
+		for _, svc := range svcs {
+			if err := check(svc); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// l7Need says why svc needs an HTTP-like protocol, "" when nothing
+// does, looking entries up with lookup (the view after the write).
+func l7Need(lookup func(kind, name string) (configentry.Entry, error), svc string) (string, error) {
+	ixn, err := lookup(configentry.ServiceIntentions, svc)
+	if err != nil {
+		return "", err
+	}
+	if ixn != nil {
+		for i, s := range ixn.(*configentry.ServiceIntentionsConfigEntry).Sources {
+			if len(s.Permissions) > 0 {
+				return fmt.Sprintf("does not match defined L7 intentions (service-intentions %q Sources[%d] has Permissions)", svc, i), nil
+			}
+		}
+	}
+	router, err := lookup(configentry.ServiceRouter, svc)
+	if err != nil {
+		return "", err
+	}
+	if router != nil {
+		return fmt.Sprintf("does not permit advanced routing (service-router %q)", svc), nil
+	}
+	resolver, err := lookup(configentry.ServiceResolver, svc)
+	if err != nil {
+		return "", err
+	}
+	if resolver != nil {
+		if field := resolver.(*configentry.ServiceResolverConfigEntry).RequiresL7(); field != "" {
+			return fmt.Sprintf("does not permit hashing requests (service-resolver %q has %s)", svc, field), nil
+		}
+	}
+	return "", nil
 }

@@ -150,6 +150,85 @@ func TestConfigEntryL7ProtocolCheck(t *testing.T) {
 	}
 }
 
+// A service-router, and a service-resolver that hashes requests, need an
+// HTTP-like protocol as L7 intentions do, as Consul's (which refuses
+// "advanced routing" on tcp): the write that would break it is refused,
+// whichever it is, and changes nothing.
+func TestConfigEntryDiscoveryChainProtocolCheck(t *testing.T) {
+	s := New()
+	idx := uint64(1)
+	apply := func(op, kind, name, body string) error {
+		t.Helper()
+		idx++
+		var e configentry.Entry
+		if body != "" {
+			e = mustEntry(t, body)
+		}
+		_, err := s.ConfigEntryApply(idx, op, kind, name, e, 0)
+		return err
+	}
+	refused := func(what, want string, err error) {
+		t.Helper()
+		if err == nil || !structs.IsBadRequest(err) || !strings.Contains(err.Error(), `service "api" has protocol "tcp"`) ||
+			!strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: err %v, want a bad request about api's protocol and %q", what, err, want)
+		}
+	}
+	router := `{"Kind":"service-router","Name":"api","Routes":[{"Match":{"HTTP":{"PathPrefix":"/admin"}}}]}`
+	hashing := `{"Kind":"service-resolver","Name":"api","LoadBalancer":{"Policy":"ring_hash","HashPolicies":[{"SourceIP":true}]}}`
+	refused("router on tcp", `service-router "api"`, apply(ConfigEntryUpsert, "", "", router))
+	refused("empty router on tcp", `service-router "api"`, apply(ConfigEntryUpsert, "", "", `{"Kind":"service-router","Name":"api"}`))
+	refused("hashing resolver on tcp", `service-resolver "api" has LoadBalancer.HashPolicies`, apply(ConfigEntryUpsert, "", "", hashing))
+	for _, k := range []string{configentry.ServiceRouter, configentry.ServiceResolver} {
+		if getEntry(t, s, k, "api") != nil {
+			t.Fatalf("refused %s stored", k)
+		}
+	}
+	// A resolver that hashes nothing works on tcp connections.
+	if err := apply(ConfigEntryUpsert, "", "", `{"Kind":"service-resolver","Name":"api","ConnectTimeout":"2s","LoadBalancer":{"Policy":"least_request"}}`); err != nil {
+		t.Fatalf("L4 resolver on tcp: %v", err)
+	}
+
+	if err := apply(ConfigEntryUpsert, "", "", `{"Kind":"service-defaults","Name":"api","Protocol":"http"}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ConfigEntryUpsert, "", "", router); err != nil {
+		t.Fatalf("router on http: %v", err)
+	}
+	refused("service-defaults to tcp under a router", `service-router "api"`,
+		apply(ConfigEntryUpsert, "", "", `{"Kind":"service-defaults","Name":"api","Protocol":"tcp"}`))
+	refused("service-defaults deleted under a router", `service-router "api"`,
+		apply(ConfigEntryDelete, configentry.ServiceDefaults, "api", ""))
+	if err := apply(ConfigEntryDelete, configentry.ServiceRouter, "api", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ConfigEntryUpsert, "", "", hashing); err != nil {
+		t.Fatalf("hashing resolver on http: %v", err)
+	}
+	refused("service-defaults to tcp under a hashing resolver", "HashPolicies",
+		apply(ConfigEntryUpsert, "", "", `{"Kind":"service-defaults","Name":"api","Protocol":"tcp"}`))
+
+	// Held up by the global protocol only: proxy-defaults cannot drop it.
+	if err := apply(ConfigEntryUpsert, "", "", `{"Kind":"proxy-defaults","Config":{"protocol":"grpc"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ConfigEntryUpsert, "", "", `{"Kind":"service-defaults","Name":"api"}`); err != nil {
+		t.Fatalf("service-defaults inheriting grpc: %v", err)
+	}
+	refused("proxy-defaults to tcp under a hashing resolver", "HashPolicies",
+		apply(ConfigEntryUpsert, "", "", `{"Kind":"proxy-defaults","Config":{"protocol":"tcp"}}`))
+	if pd := getEntry(t, s, configentry.ProxyDefaults, "global"); pd.(*configentry.ProxyConfigEntry).Config["protocol"] != "grpc" {
+		t.Fatalf("refused write changed proxy-defaults: %+v", pd)
+	}
+	// Once the resolver stops hashing, tcp is fine again.
+	if err := apply(ConfigEntryUpsert, "", "", `{"Kind":"service-resolver","Name":"api","LoadBalancer":{"Policy":"ring_hash"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ConfigEntryUpsert, "", "", `{"Kind":"proxy-defaults","Config":{"protocol":"tcp"}}`); err != nil {
+		t.Fatalf("proxy-defaults to tcp with nothing needing L7: %v", err)
+	}
+}
+
 func TestConfigEntrySnapshotRestore(t *testing.T) {
 	s := New()
 	for i, body := range []string{

@@ -10,12 +10,16 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/trellis-mesh/trellis/internal/configentry"
 	"github.com/trellis-mesh/trellis/internal/proxycfg"
 	"github.com/trellis-mesh/trellis/internal/xds/generate"
 )
@@ -246,5 +250,155 @@ func TestUpdateErrors(t *testing.T) {
 	bad.Leaf = nil
 	if err := s.Update(bad); err == nil {
 		t.Error("Update with no leaf succeeded")
+	}
+}
+
+// httpSnapshot has an http upstream "api" whose router sends /admin
+// with a 2 s timeout, and the version given.
+func httpSnapshot(version uint64, adminTimeout time.Duration) *proxycfg.Snapshot {
+	s := snapshot(version)
+	s.Protocol = "http"
+	s.Upstreams = []proxycfg.Upstream{{
+		Name: "api", Datacenter: "dc1", LocalBindPort: 9191, Protocol: "http",
+		Endpoints: []proxycfg.Endpoint{{Address: "10.0.0.2", Port: 21000, Weight: 1}},
+		Routes: []configentry.ServiceRoute{{
+			Match:       &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{PathPrefix: "/admin"}},
+			Destination: &configentry.ServiceRouteDestination{RequestTimeout: adminTimeout},
+		}},
+	}}
+	return s
+}
+
+// rdsNames are the route configurations the listeners fetch by RDS.
+func rdsNames(t *testing.T, resources []*anypb.Any) []string {
+	t.Helper()
+	var out []string
+	for _, a := range resources {
+		var l listenerv3.Listener
+		if err := a.UnmarshalTo(&l); err != nil {
+			t.Fatal(err)
+		}
+		for _, fc := range l.FilterChains {
+			for _, f := range fc.Filters {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+					continue
+				}
+				if rds := hcm.GetRds(); rds != nil {
+					out = append(out, rds.RouteConfigName)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func adminTimeoutOf(t *testing.T, a *anypb.Any) (string, time.Duration) {
+	t.Helper()
+	var rc routev3.RouteConfiguration
+	if err := a.UnmarshalTo(&rc); err != nil {
+		t.Fatal(err)
+	}
+	routes := rc.VirtualHosts[0].Routes
+	if len(routes) != 2 || routes[0].Match.GetPrefix() != "/admin" || routes[1].Match.GetPrefix() != "/" {
+		t.Fatalf("routes %v, want /admin then the catch-all", routes)
+	}
+	return rc.Name, routes[0].GetRoute().GetTimeout().AsDuration()
+}
+
+// Routes are served over ADS as Envoy asks for them: the listeners name
+// their RDS route configurations, which the proxy then requests, and a
+// changed router reaches it.
+func TestADSRoutes(t *testing.T) {
+	s := New(nil)
+	if err := s.Update(httpSnapshot(1, 2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	cc := serve(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: proxyID}
+	names := map[string][]string{}
+	if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	// next answers (ACKing) until one of typ arrives.
+	next := func(typ string) *discoverygrpc.DiscoveryResponse {
+		t.Helper()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("recv: %v", err)
+			}
+			if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: resp.TypeUrl, VersionInfo: resp.VersionInfo,
+				ResponseNonce: resp.Nonce, ResourceNames: names[resp.TypeUrl]}); err != nil {
+				t.Fatal(err)
+			}
+			if resp.TypeUrl == typ {
+				return resp
+			}
+		}
+	}
+	rds := rdsNames(t, next(resource.ListenerType).Resources)
+	if len(rds) != 1 || rds[0] != "api" {
+		t.Fatalf("listeners fetch routes %v, want [api]", rds)
+	}
+	names[resource.RouteType] = rds
+	if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResourceNames: rds}); err != nil {
+		t.Fatal(err)
+	}
+	r := next(resource.RouteType)
+	if len(r.Resources) != 1 || r.VersionInfo != "1" {
+		t.Fatalf("routes version %q: %d resources, want 1", r.VersionInfo, len(r.Resources))
+	}
+	if name, timeout := adminTimeoutOf(t, r.Resources[0]); name != "api" || timeout != 2*time.Second {
+		t.Fatalf("route configuration %q with /admin timeout %v, want api and 2s", name, timeout)
+	}
+
+	if err := s.Update(httpSnapshot(2, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	r = next(resource.RouteType)
+	if _, timeout := adminTimeoutOf(t, r.Resources[0]); r.VersionInfo != "2" || timeout != 5*time.Second {
+		t.Fatalf("routes version %q with /admin timeout %v, want 2 and 5s", r.VersionInfo, timeout)
+	}
+}
+
+// Over delta ADS, a subscription to the route configuration gets it.
+func TestADSDeltaRoutes(t *testing.T) {
+	s := New(nil)
+	if err := s.Update(httpSnapshot(1, 3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	cc := serve(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: proxyID}
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResourceNamesSubscribe: []string{"api"}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resp.TypeUrl, ResponseNonce: resp.Nonce}); err != nil {
+			t.Fatal(err)
+		}
+		if resp.TypeUrl != resource.RouteType || len(resp.Resources) == 0 {
+			continue
+		}
+		if name, timeout := adminTimeoutOf(t, resp.Resources[0].Resource); name != "api" || timeout != 3*time.Second {
+			t.Fatalf("route configuration %q with /admin timeout %v, want api and 3s", name, timeout)
+		}
+		return
 	}
 }

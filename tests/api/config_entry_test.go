@@ -2,8 +2,10 @@ package api_test
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -47,6 +49,15 @@ func TestConfigEntriesEachKind(t *testing.T) {
 			func(t *testing.T, got api.ConfigEntry) {
 				if !got.(*api.MeshConfigEntry).TransparentProxy.MeshDestinationsOnly {
 					t.Errorf("mesh = %+v", got)
+				}
+			}},
+		// A resolver that hashes nothing needs no L7 protocol.
+		{&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "db", ConnectTimeout: 2 * time.Second,
+			LoadBalancer: &api.LoadBalancer{Policy: "least_request", LeastRequestConfig: &api.LeastRequestConfig{ChoiceCount: 3}}},
+			func(t *testing.T, got api.ConfigEntry) {
+				r := got.(*api.ServiceResolverConfigEntry)
+				if r.ConnectTimeout != 2*time.Second || r.LoadBalancer.Policy != "least_request" || r.LoadBalancer.LeastRequestConfig.ChoiceCount != 3 {
+					t.Errorf("service-resolver = %+v", r)
 				}
 			}},
 	} {
@@ -101,6 +112,10 @@ func TestConfigEntriesRejected(t *testing.T) {
 		{"bad proxy-defaults name", `{"Kind":"proxy-defaults","Name":"web"}`, `only "global" is supported`},
 		{"intention without action", `{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"a","Action":"allow"},{"Name":"b"}]}`, "Sources[1].Action"},
 		{"L7 intention on tcp", `{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"a","Permissions":[{"Action":"allow","HTTP":{"PathPrefix":"/"}}]}]}`, `service "web" has protocol "tcp"`},
+		{"router on tcp", `{"Kind":"service-router","Name":"web","Routes":[{"Match":{"HTTP":{"PathPrefix":"/a"}}}]}`, `service "web" has protocol "tcp", which does not permit advanced routing`},
+		{"router to another service", `{"Kind":"service-router","Name":"web","Routes":[{"Destination":{"Service":"api"}}]}`, `Routes[0].Destination.Service: routing to another service ("api") is not supported yet`},
+		{"resolver subsets", `{"Kind":"service-resolver","Name":"web","Subsets":{"v1":{}}}`, "Subsets: a subset is not supported yet"},
+		{"resolver hash on round robin", `{"Kind":"service-resolver","Name":"web","LoadBalancer":{"HashPolicies":[{"SourceIP":true}]}}`, "LoadBalancer.HashPolicies: only allowed with Policy"},
 		{"malformed JSON", `{"Kind":`, "Request decoding failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,7 +125,7 @@ func TestConfigEntriesRejected(t *testing.T) {
 			}
 		})
 	}
-	for _, kind := range []string{api.ServiceDefaults, api.ServiceIntentions, api.ProxyDefaults} {
+	for _, kind := range []string{api.ServiceDefaults, api.ServiceIntentions, api.ProxyDefaults, api.ServiceRouter, api.ServiceResolver} {
 		list, _, err := a.c.ConfigEntries().List(kind, nil)
 		if err != nil || len(list) != 0 {
 			t.Errorf("List(%s) after refused writes = %v, %v; want nothing", kind, list, err)
@@ -170,5 +185,63 @@ func TestConfigEntryListBlocks(t *testing.T) {
 	must(t, err)
 	if list := <-done; len(list) != 1 {
 		t.Errorf("blocking list woke with %v", list)
+	}
+}
+
+// Every field of service-resolver and service-router that Trellis acts on
+// comes back through the official client as it was written: the client's
+// own JSON (durations as strings, cookie TTL in nanoseconds) both ways.
+func TestConfigEntryDiscoveryChainRoundTrip(t *testing.T) {
+	a := start(t)
+	ce := a.c.ConfigEntries()
+	_, _, err := ce.Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "api", Protocol: "http"}, nil)
+	must(t, err)
+	resolver := &api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "api",
+		ConnectTimeout: 1500 * time.Millisecond, RequestTimeout: 20 * time.Second,
+		LoadBalancer: &api.LoadBalancer{Policy: "ring_hash",
+			RingHashConfig: &api.RingHashConfig{MinimumRingSize: 64, MaximumRingSize: 4096},
+			HashPolicies: []api.HashPolicy{
+				{Field: "header", FieldValue: "x-user", Terminal: true},
+				{Field: "cookie", FieldValue: "sid", CookieConfig: &api.CookieConfig{TTL: 90 * time.Second, Path: "/app"}},
+				{Field: "cookie", FieldValue: "s2", CookieConfig: &api.CookieConfig{Session: true}},
+				{Field: "query_parameter", FieldValue: "u"},
+				{SourceIP: true},
+			}},
+		Meta: map[string]string{"owner": "team-a"}}
+	router := &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "api", Routes: []api.ServiceRoute{
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/admin",
+			Header:     []api.ServiceRouteHTTPMatchHeader{{Name: "x-debug", Present: true, Invert: true}, {Name: "x-v", Regex: "v[0-9]+"}},
+			QueryParam: []api.ServiceRouteHTTPMatchQueryParam{{Name: "q", Exact: "1"}, {Name: "r", Present: true}},
+			Methods:    []string{"GET", "POST"}}},
+			Destination: &api.ServiceRouteDestination{Service: "api", PrefixRewrite: "/", RequestTimeout: 3 * time.Second,
+				IdleTimeout: time.Minute, NumRetries: 4, RetryOnConnectFailure: true, RetryOnStatusCodes: []uint32{503, 429},
+				RetryOn:         []string{"5xx", "reset"},
+				RequestHeaders:  &api.HTTPHeaderModifiers{Add: map[string]string{"x-a": "1"}, Set: map[string]string{"x-b": "2"}, Remove: []string{"x-c"}},
+				ResponseHeaders: &api.HTTPHeaderModifiers{Remove: []string{"server"}}}},
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathRegex: "/v[0-9]/.*"}}},
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/health"}},
+			Destination: &api.ServiceRouteDestination{RequestTimeout: 500 * time.Millisecond}},
+	}}
+	for _, want := range []api.ConfigEntry{resolver, router} {
+		ok, _, err := ce.Set(want, nil)
+		if err != nil || !ok {
+			t.Fatalf("Set %s = %v, %v", want.GetKind(), ok, err)
+		}
+		got, _, err := ce.Get(want.GetKind(), want.GetName(), nil)
+		must(t, err)
+		switch g := got.(type) {
+		case *api.ServiceResolverConfigEntry:
+			g.CreateIndex, g.ModifyIndex = 0, 0
+		case *api.ServiceRouterConfigEntry:
+			g.CreateIndex, g.ModifyIndex = 0, 0
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %#v\nwant %#v", want.GetKind(), got, want)
+		}
+	}
+	list, _, err := ce.List(api.ServiceRouter, nil)
+	must(t, err)
+	if len(list) != 1 || len(list[0].(*api.ServiceRouterConfigEntry).Routes) != 3 {
+		t.Errorf("List(service-router) = %+v", list)
 	}
 }

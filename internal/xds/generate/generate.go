@@ -14,15 +14,23 @@
 //   - per upstream, the listener "<name>:<bind addr>:<bind port>" and the
 //     EDS cluster "<name>.default.<dc>.internal.<trust domain>" (Consul's
 //     SNI naming) with its ClusterLoadAssignment, TLS origination
-//     presenting the leaf and verifying the upstream's SPIFFE ID.
+//     presenting the leaf and verifying the upstream's SPIFFE ID, its
+//     load-balancing policy, circuit breakers and outlier detection
+//     (cluster.go); for an HTTP-like upstream, the RouteConfiguration
+//     "<name>" its listener fetches by RDS (route.go).
+//
+// Sidecars speak TLS 1.3 to each other; for HTTP-like services they
+// negotiate HTTP/2 or HTTP/1.1 by ALPN, whatever the application speaks.
 package generate
 
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -31,7 +39,6 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -152,13 +159,21 @@ func (g *gen) all() (map[resource.Type][]types.Resource, error) {
 			dc = s.Datacenter
 		}
 		name := ClusterName(u.Name, dc, s.TrustDomain)
-		out[resource.ListenerType] = append(out[resource.ListenerType], g.upstreamListener(u, name))
+		route := UpstreamRouteName(u, s.Datacenter)
+		out[resource.ListenerType] = append(out[resource.ListenerType], g.upstreamListener(u, name, route))
 		if seen["cluster:"+name] {
-			continue // two listeners for one upstream share its cluster
+			continue // two listeners for one upstream share its cluster and routes
 		}
 		seen["cluster:"+name] = true
 		out[resource.ClusterType] = append(out[resource.ClusterType], g.upstreamCluster(u, dc, name))
 		out[resource.EndpointType] = append(out[resource.EndpointType], loadAssignment(name, u.Endpoints))
+		if isHTTP(u.Protocol) {
+			rc, err := upstreamRoutes(route, name, u)
+			if err != nil {
+				return nil, err
+			}
+			out[resource.RouteType] = append(out[resource.RouteType], rc)
+		}
 	}
 	return out, nil
 }
@@ -193,32 +208,21 @@ func isHTTP(protocol string) bool {
 	return false
 }
 
-// http2Options makes a cluster speak HTTP/2 to its hosts, as http2 and
-// grpc services need.
-func http2Options(protocol string) map[string]*anypb.Any {
-	if protocol != "http2" && protocol != "grpc" {
-		return nil
-	}
-	return map[string]*anypb.Any{
-		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&httpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			}},
-		}),
-	}
-}
-
 func (g *gen) localAppCluster() *clusterv3.Cluster {
 	s := g.snap
 	addr := s.LocalAddress
 	if addr == "" {
 		addr = "127.0.0.1"
 	}
+	timeout := s.LocalConnectTimeout
+	if timeout <= 0 {
+		timeout = defaultConnectTimeout
+	}
 	return &clusterv3.Cluster{
 		Name:                          LocalAppCluster,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:                durationpb.New(defaultConnectTimeout),
-		TypedExtensionProtocolOptions: http2Options(s.Protocol),
+		ConnectTimeout:                durationpb.New(timeout),
+		TypedExtensionProtocolOptions: localAppProtocolOptions(s.Protocol),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: LocalAppCluster,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
@@ -234,16 +238,25 @@ func (g *gen) upstreamCluster(u proxycfg.Upstream, dc, name string) *clusterv3.C
 		timeout = defaultConnectTimeout
 	}
 	peer := connect.ServiceID{TrustDomain: g.snap.TrustDomain, Datacenter: dc, Service: u.Name}
-	return &clusterv3.Cluster{
+	var alpn []string
+	if isHTTP(u.Protocol) {
+		alpn = httpALPN
+	}
+	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource(), ServiceName: name},
 		ConnectTimeout:       durationpb.New(timeout),
+		CircuitBreakers:      circuitBreakers(u.Limits),
 		// Unhealthy instances are never sent: the snapshot holds only
-		// passing ones, so there is nothing for health checks to add.
-		TypedExtensionProtocolOptions: http2Options(u.Protocol),
-		TransportSocket:               upstreamTLS(name, peer.String()),
+		// passing ones, so there is nothing for active health checks to
+		// add. Outlier detection catches the failures checks miss.
+		OutlierDetection:              outlierDetection(u.PassiveHealthCheck),
+		TypedExtensionProtocolOptions: upstreamProtocolOptions(u.Protocol),
+		TransportSocket:               upstreamTLSWithALPN(name, peer.String(), alpn),
 	}
+	lbPolicy(c, u.LoadBalancer)
+	return c
 }
 
 // loadAssignment puts the endpoints, healthy ones only, in one locality.
@@ -273,12 +286,14 @@ func (g *gen) publicListener() (*listenerv3.Listener, error) {
 	rules := g.rules()
 	netRBAC := networkRBAC(s.TrustDomain, rules, s.DefaultAllow, isHTTP(s.Protocol))
 	filters := []*listenerv3.Filter{{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(netRBAC)}}}
+	var alpn []string
 	if isHTTP(s.Protocol) {
 		httpRBAC, err := httpRBAC(s.TrustDomain, rules, s.DefaultAllow)
 		if err != nil {
 			return nil, err
 		}
-		filters = append(filters, hcmFilter("public_listener", LocalAppCluster, mustAny(httpRBAC)))
+		filters = append(filters, g.publicHCM(mustAny(httpRBAC)))
+		alpn = httpALPN
 	} else {
 		filters = append(filters, tcpProxyFilter("public_listener", LocalAppCluster))
 	}
@@ -292,16 +307,16 @@ func (g *gen) publicListener() (*listenerv3.Listener, error) {
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters:         filters,
-			TransportSocket: downstreamTLS(s.TrustDomain),
+			TransportSocket: downstreamTLS(s.TrustDomain, alpn),
 		}},
 	}, nil
 }
 
-func (g *gen) upstreamListener(u proxycfg.Upstream, cluster string) *listenerv3.Listener {
+func (g *gen) upstreamListener(u proxycfg.Upstream, cluster, route string) *listenerv3.Listener {
 	stat := "upstream." + u.Name
 	var f *listenerv3.Filter
 	if isHTTP(u.Protocol) {
-		f = hcmFilter(stat, cluster, nil)
+		f = upstreamHCM(stat, route)
 	} else {
 		f = tcpProxyFilter(stat, cluster)
 	}
@@ -323,32 +338,77 @@ func tcpProxyFilter(stat, cluster string) *listenerv3.Filter {
 	}
 }
 
-// hcmFilter is an HTTP connection manager routing every request to
-// cluster, with rbac (an HTTP RBAC filter config) first when not nil.
-// The route is inline: one route per listener needs no RDS.
-func hcmFilter(stat, cluster string, rbac *anypb.Any) *listenerv3.Filter {
-	var httpFilters []*hcmv3.HttpFilter
-	if rbac != nil {
-		httpFilters = append(httpFilters, &hcmv3.HttpFilter{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}})
-	}
-	httpFilters = append(httpFilters, &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
+func hcm(c *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 	return &listenerv3.Filter{
-		Name: "envoy.filters.network.http_connection_manager",
-		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&hcmv3.HttpConnectionManager{
-			StatPrefix: stat,
-			CodecType:  hcmv3.HttpConnectionManager_AUTO,
-			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-				Name: stat,
-				VirtualHosts: []*routev3.VirtualHost{{
-					Name:    stat,
-					Domains: []string{"*"},
-					Routes: []*routev3.Route{{
-						Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-						Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
-					}},
+		Name:       "envoy.filters.network.http_connection_manager",
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(c)},
+	}
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+}
+
+// publicHCM serves an HTTP-like service's inbound requests: each is
+// decided by rbac (an HTTP RBAC filter config), then sent to the local
+// application by the one inline route (one route needs no RDS), bounded
+// by LocalRequestTimeout. A request the intentions deny is answered 403
+// with a body that says so (Envoy's own is a bare "RBAC: access
+// denied"); gRPC callers get it as grpc-status and grpc-message, which
+// Envoy derives from a local reply by itself.
+func (g *gen) publicHCM(rbac *anypb.Any) *listenerv3.Filter {
+	const stat = "public_listener"
+	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: LocalAppCluster}}
+	if t := g.snap.LocalRequestTimeout; t > 0 {
+		action.Timeout = durationpb.New(t)
+	}
+	return hcm(&hcmv3.HttpConnectionManager{
+		StatPrefix: stat,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: stat,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    stat,
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: action},
 				}},
 			}},
-			HttpFilters: httpFilters,
-		})},
-	}
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: rbac}},
+			routerFilter(),
+		},
+		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+			Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
+				StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
+					Op:    accesslogv3.ComparisonFilter_EQ,
+					Value: &corev3.RuntimeUInt32{DefaultValue: http.StatusForbidden},
+				}},
+			}},
+			Body: inline(DeniedBody(g.snap.Service)),
+		}}},
+	})
+}
+
+// DeniedBody is the body of the 403 a public listener answers a request
+// the intentions of service deny.
+func DeniedBody(service string) string {
+	return "RBAC: access denied: the intentions of " + service + " do not allow this request\n"
+}
+
+// upstreamHCM takes the application's requests to an HTTP-like upstream
+// (HTTP/1.1, or HTTP/2 with prior knowledge) and routes them by the
+// upstream's RouteConfiguration, fetched by RDS.
+func upstreamHCM(stat, route string) *listenerv3.Filter {
+	return hcm(&hcmv3.HttpConnectionManager{
+		StatPrefix: stat,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsSource(),
+			RouteConfigName: route,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+	})
 }

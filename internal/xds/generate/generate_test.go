@@ -98,10 +98,101 @@ func snapshots() map[string]*proxycfg.Snapshot {
 	deny.DefaultAllow = false
 
 	return map[string]*proxycfg.Snapshot{
-		"tcp_one_upstream":   tcp,
-		"http_l7_intentions": httpSnap,
-		"default_deny":       deny,
+		"tcp_one_upstream":     tcp,
+		"http_l7_intentions":   httpSnap,
+		"default_deny":         deny,
+		"http_upstream_routes": httpUpstreamRoutes(),
+		"least_request_limits": leastRequestLimits(),
+		"grpc_service":         grpcService(),
 	}
+}
+
+func intp(n int) *int                    { return &n }
+func u32(n uint32) *uint32               { return &n }
+func dur(d time.Duration) *time.Duration { return &d }
+
+// httpUpstreamRoutes is an http service whose http upstream has a
+// service-router and a ring_hash resolver hashing on a header (and a
+// cookie and the source IP), reached on two local ports, and the same
+// service in another datacenter.
+func httpUpstreamRoutes() *proxycfg.Snapshot {
+	s := baseSnapshot("web", "http")
+	s.DefaultAllow = true
+	s.LocalConnectTimeout = 1500 * time.Millisecond
+	s.LocalRequestTimeout = 20 * time.Second
+	api := proxycfg.Upstream{
+		Name: "api", Datacenter: "dc1", LocalBindPort: 9191, Protocol: "http", ConnectTimeout: 3 * time.Second,
+		Endpoints:      []proxycfg.Endpoint{{Address: "10.0.0.2", Port: 21000, Weight: 2}, {Address: "10.0.0.3", Port: 21000, Weight: 1}},
+		RequestTimeout: 10 * time.Second,
+		LoadBalancer: &configentry.LoadBalancer{Policy: configentry.LBPolicyRingHash,
+			RingHashConfig: &configentry.RingHashConfig{MinimumRingSize: 2048},
+			HashPolicies: []configentry.HashPolicy{
+				{Field: configentry.HashPolicyHeader, FieldValue: "x-user", Terminal: true},
+				{Field: configentry.HashPolicyCookie, FieldValue: "sid", CookieConfig: &configentry.CookieConfig{TTL: time.Hour, Path: "/"}},
+				{Field: configentry.HashPolicyCookie, FieldValue: "s2", CookieConfig: &configentry.CookieConfig{Session: true}},
+				{Field: configentry.HashPolicyQueryParameter, FieldValue: "user"},
+				{SourceIP: true},
+			}},
+		Routes: []configentry.ServiceRoute{
+			{Match: &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{PathPrefix: "/admin",
+				Header: []configentry.ServiceRouteHTTPMatchHeader{
+					{Name: "x-debug", Present: true, Invert: true},
+					{Name: "x-env", Exact: "prod"}, {Name: "x-pre", Prefix: "a"}, {Name: "x-suf", Suffix: "z"}, {Name: "x-re", Regex: "v[0-9]+"},
+				},
+				QueryParam: []configentry.ServiceRouteHTTPMatchQueryParam{{Name: "q", Exact: "1"}, {Name: "r", Present: true}, {Name: "s", Regex: "[a-z]+"}},
+				Methods:    []string{"GET", "POST"}}},
+				Destination: &configentry.ServiceRouteDestination{PrefixRewrite: "/", RequestTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
+					NumRetries: 3, RetryOnConnectFailure: true, RetryOn: []string{"5xx", "connect-failure", "reset"}, RetryOnStatusCodes: []uint32{503, 429},
+					RequestHeaders:  &configentry.HTTPHeaderModifiers{Add: map[string]string{"x-b": "2", "x-a": "1"}, Set: map[string]string{"x-c": "3"}, Remove: []string{"x-d"}},
+					ResponseHeaders: &configentry.HTTPHeaderModifiers{Set: map[string]string{"x-served-by": "api"}, Remove: []string{"server"}}}},
+			{Match: &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{PathExact: "/health", Methods: []string{"HEAD"}}},
+				Destination: &configentry.ServiceRouteDestination{RetryOn: []string{"unavailable"}}},
+			{Match: &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{PathRegex: "/v[0-9]+/.*"}}},
+		},
+	}
+	second := api
+	second.LocalBindPort = 9192
+	remote := api
+	remote.Datacenter, remote.LocalBindPort, remote.Endpoints = "dc2", 9193, nil
+	s.Upstreams = []proxycfg.Upstream{api, second, remote}
+	return s
+}
+
+// leastRequestLimits is a tcp service with a least_request upstream that
+// has limits and a passive health check, and a maglev and a random one
+// with neither.
+func leastRequestLimits() *proxycfg.Snapshot {
+	s := baseSnapshot("web", "tcp")
+	s.DefaultAllow = true
+	s.Upstreams = []proxycfg.Upstream{
+		{Name: "db", Datacenter: "dc1", LocalBindPort: 9191, Protocol: "tcp", ConnectTimeout: 250 * time.Millisecond,
+			Endpoints:    []proxycfg.Endpoint{{Address: "10.0.0.2", Port: 21000, Weight: 1}},
+			LoadBalancer: &configentry.LoadBalancer{Policy: configentry.LBPolicyLeastRequest, LeastRequestConfig: &configentry.LeastRequestConfig{ChoiceCount: 3}},
+			Limits:       &proxycfg.Limits{MaxConnections: intp(100), MaxPendingRequests: intp(0), MaxConcurrentRequests: intp(50)},
+			PassiveHealthCheck: &configentry.PassiveHealthCheck{Interval: 2 * time.Second, MaxFailures: 3, EnforcingConsecutive5xx: u32(80),
+				MaxEjectionPercent: u32(50), BaseEjectionTime: dur(10 * time.Minute), ConsecutiveGatewayFailure: u32(2)}},
+		{Name: "cache", Datacenter: "dc1", LocalBindPort: 9192, Protocol: "tcp",
+			Endpoints:    []proxycfg.Endpoint{{Address: "10.0.0.4", Port: 21000, Weight: 1}},
+			LoadBalancer: &configentry.LoadBalancer{Policy: configentry.LBPolicyMaglev}},
+		{Name: "queue", Datacenter: "dc1", LocalBindPort: 9193, Protocol: "http",
+			LoadBalancer: &configentry.LoadBalancer{Policy: configentry.LBPolicyRandom},
+			Limits:       &proxycfg.Limits{MaxConcurrentRequests: intp(7)}},
+	}
+	return s
+}
+
+// grpcService is a grpc service with a grpc upstream and no router or
+// resolver: the upstream's routes are the catch-all alone.
+func grpcService() *proxycfg.Snapshot {
+	s := baseSnapshot("greeter", "grpc")
+	s.DefaultAllow = false
+	s.Intentions = []*configentry.ServiceIntentionsConfigEntry{ixns("greeter",
+		l7("web", perm(configentry.ActionAllow, configentry.IntentionHTTPPermission{PathPrefix: "/hello.Greeter/"})))}
+	s.Upstreams = []proxycfg.Upstream{{
+		Name: "store", Datacenter: "dc1", LocalBindPort: 9191, Protocol: "grpc",
+		Endpoints: []proxycfg.Endpoint{{Address: "10.0.0.5", Port: 21000, Weight: 1}},
+	}}
+	return s
 }
 
 // render is the golden form: resources by type URL, each list sorted by
@@ -197,6 +288,10 @@ func TestResourcesErrors(t *testing.T) {
 		{"upstream port", func(s *proxycfg.Snapshot) {
 			s.Upstreams = []proxycfg.Upstream{{Name: "db"}}
 		}, `upstream "db": local bind port 0`},
+		{"bad route regex", func(s *proxycfg.Snapshot) {
+			s.Upstreams = []proxycfg.Upstream{{Name: "api", LocalBindPort: 9191, Protocol: "http", Routes: []configentry.ServiceRoute{
+				{}, {Match: &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{PathRegex: "(("}}}}}}
+		}, `upstream "api": service-router Routes[1]: PathRegex "(("`},
 		{"bad regex", func(s *proxycfg.Snapshot) {
 			s.Protocol = "http"
 			s.Intentions = []*configentry.ServiceIntentionsConfigEntry{ixns("web", l7("x", perm("allow", configentry.IntentionHTTPPermission{PathRegex: "("})))}

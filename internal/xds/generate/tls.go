@@ -37,12 +37,18 @@ func joinPEM(pems []string) string {
 	return b.String()
 }
 
+// httpALPN is what sidecars offer each other for HTTP-like services:
+// HTTP/2 when both speak it (as Trellis's and Envoy's do), else HTTP/1.1.
+var httpALPN = []string{"h2", "http/1.1"}
+
 // commonTLS presents the leaf and verifies the peer against the roots and
 // san, both from SDS so that rotation never rebuilds listeners or
-// clusters.
-func commonTLS(san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
+// clusters; alpn, when not nil, is offered (upstream) or chosen from
+// (downstream). Sidecars are all ours, so TLS 1.3 is the minimum.
+func commonTLS(san *matcherv3.StringMatcher, alpn []string) *tlsv3.CommonTlsContext {
 	return &tlsv3.CommonTlsContext{
-		TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+		TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
+		AlpnProtocols: alpn,
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{
 			Name: LeafSecret, SdsConfig: adsSource(),
 		}},
@@ -60,10 +66,10 @@ func commonTLS(san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
 
 // downstreamTLS requires a client certificate signed by the roots that
 // names a service of our trust domain; which service may connect is the
-// intentions' business (RBAC).
-func downstreamTLS(trustDomain string) *corev3.TransportSocket {
+// intentions' business (RBAC). alpn is as for commonTLS.
+func downstreamTLS(trustDomain string, alpn []string) *corev3.TransportSocket {
 	ctx := &tlsv3.DownstreamTlsContext{
-		CommonTlsContext:         commonTLS(regexMatcher(anyServiceRegex(trustDomain))),
+		CommonTlsContext:         commonTLS(regexMatcher(anyServiceRegex(trustDomain)), alpn),
 		RequireClientCertificate: wrapperspb.Bool(true),
 	}
 	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
@@ -72,8 +78,13 @@ func downstreamTLS(trustDomain string) *corev3.TransportSocket {
 // upstreamTLS presents the leaf, sends the cluster name as SNI and
 // accepts only a certificate naming the upstream service's SPIFFE ID.
 func upstreamTLS(sni, spiffeID string) *corev3.TransportSocket {
+	return upstreamTLSWithALPN(sni, spiffeID, nil)
+}
+
+// upstreamTLSWithALPN is upstreamTLS offering alpn (see commonTLS).
+func upstreamTLSWithALPN(sni, spiffeID string, alpn []string) *corev3.TransportSocket {
 	ctx := &tlsv3.UpstreamTlsContext{
-		CommonTlsContext: commonTLS(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: spiffeID}}),
+		CommonTlsContext: commonTLS(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: spiffeID}}, alpn),
 		Sni:              sni,
 	}
 	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
