@@ -25,6 +25,10 @@ import (
 // The idle timeout (the route's idle_timeout, else the HCM's
 // stream_idle_timeout) fires when no byte went either way for that long.
 
+// maxDrain is the longest response body of a failed attempt that is
+// read out rather than dropped with its connection.
+const maxDrain = 4 << 10
+
 var (
 	errRouteTimeout  = errors.New("proxy: upstream request timeout")
 	errPerTryTimeout = errors.New("proxy: per-try timeout")
@@ -209,6 +213,11 @@ func (x *exchange) forward() (abort bool) {
 			if !g.admitRetry() {
 				cl.m.overflowRetries.Inc()
 			} else {
+				if resp != nil && resp.ContentLength >= 0 && resp.ContentLength <= maxDrain {
+					// Read a short body out, so that the connection
+					// can serve the retry or another request.
+					io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+				}
 				x.endAttempt(h, o) // cancels the attempt: Close need not wait
 				if resp != nil {
 					resp.Body.Close()

@@ -158,9 +158,13 @@ func TestPublicListenerALPN(t *testing.T) {
 // their payloads, and answer the status a request asks for.
 type testService struct {
 	testgrpc.UnimplementedTestServiceServer
+	onUnary func() // if set, runs before UnaryCall answers
 }
 
-func (testService) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+func (ts testService) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	if ts.onUnary != nil {
+		ts.onUnary()
+	}
 	if s := req.GetResponseStatus(); s.GetCode() != 0 {
 		return nil, status.Error(codes.Code(s.GetCode()), s.GetMessage())
 	}
@@ -185,14 +189,16 @@ func (testService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServ
 	}
 }
 
-func grpcApp(t *testing.T) net.Addr {
+func grpcApp(t *testing.T) net.Addr { return grpcAppWith(t, nil) }
+
+func grpcAppWith(t *testing.T, onUnary func()) net.Addr {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(s, testService{})
+	testgrpc.RegisterTestServiceServer(s, testService{onUnary: onUnary})
 	var wg sync.WaitGroup
 	wg.Go(func() { s.Serve(ln) })
 	t.Cleanup(func() {
