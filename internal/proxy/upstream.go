@@ -125,15 +125,22 @@ func (p *Proxy) dialPooled(ctx context.Context, cluster, addr string, timeout ti
 func (p *Proxy) connect(ctx context.Context, st *state, addr string, timeout time.Duration, u *upstreamTLS, onClose func()) (conn net.Conn, raw *trackedConn, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	stop := make(chan struct{})
-	defer close(stop)
-	p.wg.Go(func() {
+	// Close cancels the dial. The watcher is joined before connect
+	// returns: connect also runs on net/http's goroutines, which the
+	// proxy's WaitGroup does not count.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
 		select {
 		case <-p.done:
 			cancel()
 		case <-stop:
 		}
-	})
+	}()
+	defer func() {
+		close(stop)
+		<-stopped
+	}()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
