@@ -72,7 +72,9 @@ type Proxy struct {
 
 	// balance, if set before the first Apply, gives each cluster of
 	// each Config its picker and guard (default: round robin, admitAll):
-	// where load balancing and resiliency plug in.
+	// where load balancing and resiliency plug in. Apply calls it with
+	// applyMu held, once the Config can no longer be refused, so it may
+	// update state kept across Configs.
 	balance func(*cluster) (picker, guard)
 }
 
@@ -131,11 +133,6 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 		return fmt.Errorf("proxy: %w", err)
 	}
 	p.metrics.resolve(st)
-	if p.balance != nil {
-		for _, cl := range st.clusters {
-			cl.picker, cl.guard = p.balance(cl)
-		}
-	}
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	p.mu.Lock()
@@ -163,6 +160,12 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 		fresh[name] = ln
 	}
 
+	// Nothing can fail from here on.
+	if p.balance != nil {
+		for _, cl := range st.clusters {
+			cl.picker, cl.guard = p.balance(cl)
+		}
+	}
 	pools := map[string]*pool{}
 	for name, cl := range st.clusters {
 		if pl := p.pools[name]; pl != nil && pl.key == cl.poolKey {
