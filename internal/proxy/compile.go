@@ -6,23 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
-	"sync/atomic"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Compiling a Config checks every part of it before anything runs, so
@@ -37,21 +35,33 @@ const (
 	handshakeTimeout   = 10 * time.Second
 )
 
-// state is one applied Config, as the connections see it.
+// state is one applied Config, as the connections and requests see it:
+// a request reads the current state once and works with it throughout.
 type state struct {
-	clusters map[string]*cluster
-	certs    map[string]*tls.Certificate // tls_certificate secrets
-	roots    map[string]*x509.CertPool   // validation_context secrets
+	listeners map[string]*listenerSpec
+	clusters  map[string]*cluster
+	routes    map[string]*routeTable      // RDS route configurations
+	certs     map[string]*tls.Certificate // tls_certificate secrets
+	roots     map[string]*x509.CertPool   // validation_context secrets
 }
 
-// cluster is where a listener sends its connections.
+// cluster is where a listener or a route sends its traffic.
 type cluster struct {
 	name           string
 	connectTimeout time.Duration
-	endpoints      []string // host:port, healthy only
-	next           atomic.Uint64
-	tls            *upstreamTLS       // nil: plain TCP
-	connectErrors  prometheus.Counter // set by Apply
+	hosts          []*host // healthy only
+	hostByAddr     map[string]*host
+	picker         picker
+	guard          guard
+	tls            *upstreamTLS // nil: plain TCP
+	proto          upstreamProtocol
+	idleTimeout    time.Duration // of pooled HTTP connections; 0: none
+	lb             lbSettings    // parsed, not applied yet (round robin)
+	limits         circuitLimits // parsed, not applied yet (admitAll)
+	outlier        outlierSettings
+	poolKey        string          // the settings its HTTP pool depends on
+	pool           *pool           // set by Apply
+	m              *clusterMetrics // set by Apply
 }
 
 type upstreamTLS struct {
@@ -59,16 +69,19 @@ type upstreamTLS struct {
 	sni                     string
 	san                     []stringMatcher // any, on URI SANs
 	minVersion              uint16
+	alpn                    []string
 }
 
-// listenerSpec is a listener's compiled configuration.
+// listenerSpec is a listener's compiled configuration: a tcp_proxy to
+// cluster, or an HTTP connection manager (http).
 type listenerSpec struct {
 	name    string
 	addr    string // host:port to bind
 	tls     *downstreamTLS
-	rbac    []*rbacEngine // all must allow
-	cluster string
-	idle    time.Duration    // 0: none
+	rbac    []*rbacEngine // network RBAC: all must allow
+	cluster string        // tcp_proxy
+	idle    time.Duration // tcp_proxy; 0: none
+	http    *httpSpec
 	m       *listenerMetrics // set by Apply
 }
 
@@ -77,18 +90,16 @@ type downstreamTLS struct {
 	san                     []stringMatcher
 	requireClientCert       bool
 	minVersion              uint16
+	alpn                    []string
 }
 
-type compiled struct {
-	state     *state
-	listeners map[string]*listenerSpec
-}
-
-func compile(cfg Config) (*compiled, error) {
+func compile(cfg Config) (*state, error) {
 	st := &state{
-		clusters: map[string]*cluster{},
-		certs:    map[string]*tls.Certificate{},
-		roots:    map[string]*x509.CertPool{},
+		listeners: map[string]*listenerSpec{},
+		clusters:  map[string]*cluster{},
+		routes:    map[string]*routeTable{},
+		certs:     map[string]*tls.Certificate{},
+		roots:     map[string]*x509.CertPool{},
 	}
 	for _, s := range cfg.Secrets {
 		if err := st.addSecret(s); err != nil {
@@ -112,23 +123,35 @@ func compile(cfg Config) (*compiled, error) {
 		}
 		st.clusters[cl.name] = cl
 	}
-	out := &compiled{state: st, listeners: map[string]*listenerSpec{}}
+	for _, rc := range cfg.Routes {
+		if rc.GetName() == "" {
+			return nil, errors.New("route configuration with no name")
+		}
+		if _, dup := st.routes[rc.GetName()]; dup {
+			return nil, fmt.Errorf("route configuration %q: defined twice", rc.GetName())
+		}
+		t, err := compileRouteTable(rc, st.clusters)
+		if err != nil {
+			return nil, fmt.Errorf("route configuration %q: %w", rc.GetName(), err)
+		}
+		st.routes[rc.GetName()] = t
+	}
 	addrs := map[string]string{}
 	for _, l := range cfg.Listeners {
 		ls, err := st.compileListener(l)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", l.GetName(), err)
 		}
-		if _, dup := out.listeners[ls.name]; dup {
+		if _, dup := st.listeners[ls.name]; dup {
 			return nil, fmt.Errorf("listener %q: defined twice", ls.name)
 		}
 		if other, dup := addrs[ls.addr]; dup && !isPortZero(ls.addr) {
 			return nil, fmt.Errorf("listener %q: address %s already used by listener %q", ls.name, ls.addr, other)
 		}
 		addrs[ls.addr] = ls.name
-		out.listeners[ls.name] = ls
+		st.listeners[ls.name] = ls
 	}
-	return out, nil
+	return st, nil
 }
 
 func isPortZero(addr string) bool {
@@ -217,15 +240,31 @@ func (st *state) compileCluster(c *clusterv3.Cluster, cla map[string]*endpointv3
 	if c.GetName() == "" {
 		return nil, errors.New("no name")
 	}
-	cl := &cluster{name: c.GetName(), connectTimeout: defaultConnectTimeout}
+	if err := onlyFields(c, "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
+		"load_assignment", "circuit_breakers", "outlier_detection", "transport_socket",
+		"typed_extension_protocol_options", "http2_protocol_options", "alt_stat_name",
+		"least_request_lb_config", "ring_hash_lb_config", "maglev_lb_config"); err != nil {
+		return nil, err
+	}
+	cl := &cluster{name: c.GetName(), connectTimeout: defaultConnectTimeout, guard: admitAll{}, hostByAddr: map[string]*host{}}
 	if d := c.GetConnectTimeout(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
 			return nil, fmt.Errorf("connect_timeout %v is not a positive duration", d.AsDuration())
 		}
 		cl.connectTimeout = d.AsDuration()
 	}
-	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
-		return nil, fmt.Errorf("lb_policy %s is not supported", c.GetLbPolicy())
+	var err error
+	if cl.lb, err = parseLB(c); err != nil {
+		return nil, err
+	}
+	if cl.limits, err = parseCircuitBreakers(c.GetCircuitBreakers()); err != nil {
+		return nil, err
+	}
+	if cl.outlier, err = parseOutlierDetection(c.GetOutlierDetection()); err != nil {
+		return nil, err
+	}
+	if cl.proto, cl.idleTimeout, err = parseProtocolOptions(c); err != nil {
+		return nil, err
 	}
 	var la *endpointv3.ClusterLoadAssignment
 	switch c.GetType() {
@@ -249,8 +288,8 @@ func (st *state) compileCluster(c *clusterv3.Cluster, cla map[string]*endpointv3
 	default:
 		return nil, fmt.Errorf("cluster type %s is not supported", c.GetType())
 	}
-	// Localities, priorities and weights are not implemented yet: every
-	// healthy endpoint is one round-robin slot.
+	// Localities and priorities are not implemented: every healthy
+	// endpoint is a host, with its weight.
 	for _, loc := range la.GetEndpoints() {
 		for _, lb := range loc.GetLbEndpoints() {
 			switch lb.GetHealthStatus() {
@@ -262,9 +301,15 @@ func (st *state) compileCluster(c *clusterv3.Cluster, cla map[string]*endpointv3
 			if err != nil {
 				return nil, fmt.Errorf("endpoint: %w", err)
 			}
-			cl.endpoints = append(cl.endpoints, addr)
+			if _, dup := cl.hostByAddr[addr]; dup {
+				return nil, fmt.Errorf("endpoint %s listed twice", addr)
+			}
+			h := &host{addr: addr, weight: max(uint32Or(lb.GetLoadBalancingWeight(), 1), 1)}
+			cl.hosts = append(cl.hosts, h)
+			cl.hostByAddr[addr] = h
 		}
 	}
+	cl.picker = &roundRobin{hosts: cl.hosts}
 	if ts := c.GetTransportSocket(); ts != nil {
 		ctx := &tlsv3.UpstreamTlsContext{}
 		if err := unpackTransportSocket(ts, ctx); err != nil {
@@ -274,9 +319,60 @@ func (st *state) compileCluster(c *clusterv3.Cluster, cla map[string]*endpointv3
 		if err != nil {
 			return nil, fmt.Errorf("upstream TLS: %w", err)
 		}
+		switch {
+		case len(u.alpn) > 0:
+		case cl.proto == protoHTTP2:
+			u.alpn = []string{"h2"}
+		case cl.proto == protoAuto:
+			u.alpn = []string{"h2", "http/1.1"}
+		}
 		cl.tls = u
 	}
+	cl.poolKey = poolKey(c)
 	return cl, nil
+}
+
+// poolKey is what a cluster's HTTP pool depends on: its transport
+// socket, protocol options and connect timeout (not its endpoints, nor
+// the secrets' contents).
+func poolKey(c *clusterv3.Cluster) string {
+	var b strings.Builder
+	det := proto.MarshalOptions{Deterministic: true}
+	for _, m := range []proto.Message{c.GetTransportSocket(), c.GetConnectTimeout(), c.GetHttp2ProtocolOptions()} {
+		raw, _ := det.Marshal(m)
+		b.Write(raw)
+		b.WriteByte(0)
+	}
+	keys := make([]string, 0, len(c.GetTypedExtensionProtocolOptions()))
+	for k := range c.GetTypedExtensionProtocolOptions() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		raw, _ := det.Marshal(c.GetTypedExtensionProtocolOptions()[k])
+		b.WriteString(k)
+		b.Write(raw)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// onlyFields returns an error naming the fields set in m that are not
+// among known: what the proxy does not implement is refused, not
+// silently ignored.
+func onlyFields(m proto.Message, known ...string) error {
+	var bad []string
+	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		if !slices.Contains(known, string(fd.Name())) {
+			bad = append(bad, string(fd.Name()))
+		}
+		return true
+	})
+	if len(bad) == 0 {
+		return nil
+	}
+	slices.Sort(bad)
+	return fmt.Errorf("unsupported field %s", strings.Join(bad, ", "))
 }
 
 func unpackTransportSocket(ts *corev3.TransportSocket, into proto.Message) error {
@@ -290,60 +386,70 @@ func unpackTransportSocket(ts *corev3.TransportSocket, into proto.Message) error
 	return nil
 }
 
+// tlsCommon is a compiled CommonTlsContext.
+type tlsCommon struct {
+	cert, roots string // SDS secret names
+	san         []stringMatcher
+	minVersion  uint16
+	alpn        []string
+}
+
 // commonTLS checks a CommonTlsContext of the form generate emits: the
 // certificate and roots from SDS secrets (which must be in the Config),
-// URI SAN matchers in the default validation context.
-func (st *state) commonTLS(c *tlsv3.CommonTlsContext) (cert, roots string, san []stringMatcher, minVersion uint16, err error) {
+// URI SAN matchers in the default validation context, ALPN protocols.
+func (st *state) commonTLS(c *tlsv3.CommonTlsContext) (tc tlsCommon, err error) {
+	if err := onlyFields(c, "tls_params", "tls_certificate_sds_secret_configs", "combined_validation_context", "alpn_protocols"); err != nil {
+		return tc, err
+	}
 	switch v := c.GetTlsParams().GetTlsMinimumProtocolVersion(); v {
 	case tlsv3.TlsParameters_TLS_AUTO, tlsv3.TlsParameters_TLSv1_2:
-		minVersion = tls.VersionTLS12
+		tc.minVersion = tls.VersionTLS12
 	case tlsv3.TlsParameters_TLSv1_3:
-		minVersion = tls.VersionTLS13
+		tc.minVersion = tls.VersionTLS13
 	default:
-		return "", "", nil, 0, fmt.Errorf("minimum TLS version %s is not supported", v)
-	}
-	if len(c.GetTlsCertificates()) > 0 {
-		return "", "", nil, 0, errors.New("inline tls_certificates are not supported: use SDS")
+		return tc, fmt.Errorf("minimum TLS version %s is not supported", v)
 	}
 	sds := c.GetTlsCertificateSdsSecretConfigs()
 	if len(sds) != 1 {
-		return "", "", nil, 0, fmt.Errorf("want exactly one tls_certificate_sds_secret_config, have %d", len(sds))
+		return tc, fmt.Errorf("want exactly one tls_certificate_sds_secret_config, have %d", len(sds))
 	}
-	cert = sds[0].GetName()
-	if _, ok := st.certs[cert]; !ok {
-		return "", "", nil, 0, fmt.Errorf("no tls_certificate secret %q", cert)
+	tc.cert = sds[0].GetName()
+	if _, ok := st.certs[tc.cert]; !ok {
+		return tc, fmt.Errorf("no tls_certificate secret %q", tc.cert)
 	}
 	cv, ok := c.GetValidationContextType().(*tlsv3.CommonTlsContext_CombinedValidationContext)
 	if !ok {
-		return "", "", nil, 0, fmt.Errorf("unsupported validation context %T: want combined_validation_context", c.GetValidationContextType())
+		return tc, fmt.Errorf("unsupported validation context %T: want combined_validation_context", c.GetValidationContextType())
 	}
-	roots = cv.CombinedValidationContext.GetValidationContextSdsSecretConfig().GetName()
-	if _, ok := st.roots[roots]; !ok {
-		return "", "", nil, 0, fmt.Errorf("no validation_context secret %q", roots)
+	tc.roots = cv.CombinedValidationContext.GetValidationContextSdsSecretConfig().GetName()
+	if _, ok := st.roots[tc.roots]; !ok {
+		return tc, fmt.Errorf("no validation_context secret %q", tc.roots)
 	}
 	def := cv.CombinedValidationContext.GetDefaultValidationContext()
 	if def.GetTrustedCa() != nil || len(def.GetMatchSubjectAltNames()) > 0 {
-		return "", "", nil, 0, errors.New("default validation context: only match_typed_subject_alt_names is supported")
+		return tc, errors.New("default validation context: only match_typed_subject_alt_names is supported")
 	}
 	for _, m := range def.GetMatchTypedSubjectAltNames() {
 		if m.GetSanType() != tlsv3.SubjectAltNameMatcher_URI {
-			return "", "", nil, 0, fmt.Errorf("SAN type %s is not supported", m.GetSanType())
+			return tc, fmt.Errorf("SAN type %s is not supported", m.GetSanType())
 		}
 		f, err := compileStringMatcher(m.GetMatcher())
 		if err != nil {
-			return "", "", nil, 0, fmt.Errorf("SAN matcher: %w", err)
+			return tc, fmt.Errorf("SAN matcher: %w", err)
 		}
-		san = append(san, f)
+		tc.san = append(tc.san, f)
 	}
-	return cert, roots, san, minVersion, nil
+	tc.alpn = c.GetAlpnProtocols()
+	return tc, nil
 }
 
 func (st *state) compileUpstreamTLS(ctx *tlsv3.UpstreamTlsContext) (*upstreamTLS, error) {
-	cert, roots, san, minV, err := st.commonTLS(ctx.GetCommonTlsContext())
+	tc, err := st.commonTLS(ctx.GetCommonTlsContext())
 	if err != nil {
 		return nil, err
 	}
-	return &upstreamTLS{certSecret: cert, rootsSecret: roots, san: san, sni: ctx.GetSni(), minVersion: minV}, nil
+	return &upstreamTLS{certSecret: tc.cert, rootsSecret: tc.roots, san: tc.san, sni: ctx.GetSni(),
+		minVersion: tc.minVersion, alpn: tc.alpn}, nil
 }
 
 func (st *state) compileListener(l *listenerv3.Listener) (*listenerSpec, error) {
@@ -370,12 +476,12 @@ func (st *state) compileListener(l *listenerv3.Listener) (*listenerSpec, error) 
 		if err := unpackTransportSocket(ts, ctx); err != nil {
 			return nil, err
 		}
-		cert, roots, san, minV, err := st.commonTLS(ctx.GetCommonTlsContext())
+		tc, err := st.commonTLS(ctx.GetCommonTlsContext())
 		if err != nil {
 			return nil, fmt.Errorf("downstream TLS: %w", err)
 		}
-		ls.tls = &downstreamTLS{certSecret: cert, rootsSecret: roots, san: san, minVersion: minV,
-			requireClientCert: ctx.GetRequireClientCertificate().GetValue()}
+		ls.tls = &downstreamTLS{certSecret: tc.cert, rootsSecret: tc.roots, san: tc.san, minVersion: tc.minVersion,
+			requireClientCert: ctx.GetRequireClientCertificate().GetValue(), alpn: tc.alpn}
 	}
 	filters := fc.GetFilters()
 	if len(filters) == 0 {
@@ -399,7 +505,7 @@ func (st *state) compileListener(l *listenerv3.Listener) (*listenerSpec, error) 
 			if c.GetShadowRules() != nil || c.GetMatcher() != nil || c.GetShadowMatcher() != nil {
 				return nil, fmt.Errorf("filter %q: only rules are supported", f.GetName())
 			}
-			e, err := compileRBAC(c.GetRules())
+			e, err := compileRBAC(c.GetRules(), true)
 			if err != nil {
 				return nil, fmt.Errorf("filter %q: %w", f.GetName(), err)
 			}
@@ -421,12 +527,17 @@ func (st *state) compileListener(l *listenerv3.Listener) (*listenerSpec, error) 
 			if !last {
 				return nil, fmt.Errorf("filter %q: http_connection_manager must be the last filter", f.GetName())
 			}
-			if err := st.compileHCMAsL4(ls, c); err != nil {
+			h, err := st.compileHCM(c, ls.tls)
+			if err != nil {
 				return nil, fmt.Errorf("filter %q: %w", f.GetName(), err)
 			}
+			ls.http = h
 		default:
 			return nil, fmt.Errorf("filter %q: unsupported config %s", f.GetName(), tc.GetTypeUrl())
 		}
+	}
+	if ls.http != nil {
+		return ls, nil
 	}
 	if ls.cluster == "" {
 		return nil, errors.New("no terminal filter")
@@ -435,63 +546,4 @@ func (st *state) compileListener(l *listenerv3.Listener) (*listenerSpec, error) 
 		return nil, fmt.Errorf("no cluster %q", ls.cluster)
 	}
 	return ls, nil
-}
-
-// compileHCMAsL4 runs an HTTP listener as a TCP proxy to the one cluster
-// all its routes lead to: L7 (routes, per-request RBAC) is a later
-// increment. Its HTTP RBAC filter is decided at connection time,
-// fail-closed (see rbac.go), so that no caller gets more than the
-// intentions grant.
-func (st *state) compileHCMAsL4(ls *listenerSpec, c *hcmv3.HttpConnectionManager) error {
-	rc, ok := c.GetRouteSpecifier().(*hcmv3.HttpConnectionManager_RouteConfig)
-	if !ok {
-		return errors.New("only an inline route_config is supported")
-	}
-	for _, vh := range rc.RouteConfig.GetVirtualHosts() {
-		for _, r := range vh.GetRoutes() {
-			ra, ok := r.GetAction().(*routev3.Route_Route)
-			if !ok {
-				return fmt.Errorf("route %q: only route actions are supported", r.GetName())
-			}
-			cl, ok := ra.Route.GetClusterSpecifier().(*routev3.RouteAction_Cluster)
-			if !ok {
-				return fmt.Errorf("route %q: only a single cluster is supported", r.GetName())
-			}
-			if ls.cluster != "" && ls.cluster != cl.Cluster {
-				return errors.New("routes to more than one cluster need L7, not supported yet")
-			}
-			ls.cluster = cl.Cluster
-		}
-	}
-	if ls.cluster == "" {
-		return errors.New("no route")
-	}
-	for _, hf := range c.GetHttpFilters() {
-		tc := hf.GetTypedConfig()
-		if tc == nil {
-			return fmt.Errorf("http filter %q: no typed_config", hf.GetName())
-		}
-		msg, err := tc.UnmarshalNew()
-		if err != nil {
-			return fmt.Errorf("http filter %q: unsupported config %s: %v", hf.GetName(), tc.GetTypeUrl(), err)
-		}
-		switch h := msg.(type) {
-		case *httprbacv3.RBAC:
-			if h.GetShadowRules() != nil || h.GetMatcher() != nil || h.GetShadowMatcher() != nil {
-				return fmt.Errorf("http filter %q: only rules are supported", hf.GetName())
-			}
-			e, err := compileRBAC(h.GetRules())
-			if err != nil {
-				return fmt.Errorf("http filter %q: %w", hf.GetName(), err)
-			}
-			ls.rbac = append(ls.rbac, e)
-		case *routerv3.Router:
-		default:
-			return fmt.Errorf("http filter %q: unsupported config %s", hf.GetName(), tc.GetTypeUrl())
-		}
-	}
-	if d := c.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
-		ls.idle = d.AsDuration()
-	}
-	return nil
 }

@@ -15,49 +15,81 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// serve carries one accepted connection: TLS and RBAC if the listener
-// has them, then to an endpoint of its cluster.
+// serve carries one accepted tcp_proxy connection: TLS and RBAC if the
+// listener has them, then to a host of its cluster.
 func (p *Proxy) serve(spec *listenerSpec, c net.Conn) {
-	down := c
-	var ids []string
-	if spec.tls != nil {
-		tc := tls.Server(c, p.serverTLS(spec.tls))
-		c.SetDeadline(time.Now().Add(handshakeTimeout))
-		if err := tc.Handshake(); err != nil {
-			spec.m.tlsErrors.Inc()
-			p.log.Debug("proxy: inbound handshake failed", "listener", spec.name, "remote", c.RemoteAddr(), "err", err)
-			return
-		}
-		c.SetDeadline(time.Time{})
-		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
-			for _, u := range certs[0].URIs {
-				ids = append(ids, u.String())
-			}
-		}
-		down = tc
-	}
-	for _, e := range spec.rbac {
-		if !e.allowed(ids) {
-			spec.m.denied.Inc()
-			p.log.Debug("proxy: connection denied by RBAC", "listener", spec.name, "peer", ids)
-			return
-		}
+	down, ids, ok := p.admit(spec, c)
+	if !ok {
+		return
 	}
 	st := p.cur.Load()
 	cl := st.clusters[spec.cluster]
 	if cl == nil {
-		return // cannot happen: a Config's listeners name its clusters
+		return // a newer Config removed the cluster: as Envoy, no route
 	}
-	up, raw, err := p.dial(st, cl)
+	h := cl.picker.pick(pickRequest{})
+	if h == nil {
+		p.log.Debug("proxy: no healthy upstream", "listener", spec.name, "cluster", cl.name, "peer", ids)
+		return
+	}
+	if !cl.guard.admitConnection(h) {
+		cl.m.overflowConnections.Inc()
+		return
+	}
+	g := cl.guard
+	g.attemptStarted(h)
+	up, raw, err := p.connect(context.Background(), st, h.addr, cl.connectTimeout, cl.tls, func() { g.connectionClosed(h) })
 	if err != nil {
+		g.attemptEnded(h, outcome{failure: failConnect})
 		if !errors.Is(err, errClosed) {
-			cl.connectErrors.Inc()
+			cl.m.connectErrors.Inc()
 		}
 		p.log.Debug("proxy: upstream connect failed", "listener", spec.name, "cluster", cl.name, "err", err)
 		return
 	}
 	defer p.untrack(raw)
 	pipe(down, up, spec.idle, spec.m.rx, spec.m.tx)
+	g.attemptEnded(h, outcome{})
+}
+
+// admit runs a new connection's TLS handshake, if the listener has TLS,
+// and its network RBAC. It returns the connection to read and write (c,
+// or TLS over it) and the peer's URI SANs.
+func (p *Proxy) admit(spec *listenerSpec, c net.Conn) (down net.Conn, ids []string, ok bool) {
+	down = c
+	if spec.tls != nil {
+		tc := tls.Server(c, p.serverTLS(spec.tls))
+		c.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			spec.m.tlsErrors.Inc()
+			p.log.Debug("proxy: inbound handshake failed", "listener", spec.name, "remote", c.RemoteAddr(), "err", err)
+			return nil, nil, false
+		}
+		c.SetDeadline(time.Time{})
+		ids = peerIDs(tc)
+		down = tc
+	}
+	for _, e := range spec.rbac {
+		if !e.allowed(ids, nil) {
+			spec.m.denied.Inc()
+			p.log.Debug("proxy: connection denied by RBAC", "listener", spec.name, "peer", ids)
+			return nil, nil, false
+		}
+	}
+	return down, ids, true
+}
+
+// peerIDs are the URI SANs of tc's verified peer certificate.
+func peerIDs(tc *tls.Conn) []string {
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(certs[0].URIs))
+	for _, u := range certs[0].URIs {
+		ids = append(ids, u.String())
+	}
+	return ids
 }
 
 // serverTLS is the listener's TLS configuration; the certificate and
@@ -81,6 +113,7 @@ func (p *Proxy) serverTLS(d *downstreamTLS) *tls.Config {
 			return &tls.Config{
 				MinVersion:             d.minVersion,
 				SessionTicketsDisabled: true,
+				NextProtos:             d.alpn,
 				Certificates:           []tls.Certificate{*cert},
 				ClientAuth:             auth,
 				ClientCAs:              roots,
@@ -123,6 +156,7 @@ func clientTLS(st *state, u *upstreamTLS) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion:         u.minVersion,
 		ServerName:         u.sni,
+		NextProtos:         u.alpn,
 		Certificates:       []tls.Certificate{*cert},
 		InsecureSkipVerify: true, // verified by VerifyConnection below
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -143,51 +177,6 @@ func clientTLS(st *state, u *upstreamTLS) (*tls.Config, error) {
 		},
 	}, nil
 }
-
-// dial connects to the cluster's next endpoint (round robin), with TLS if
-// the cluster has it, within its connect timeout. Close cancels it. The
-// TCP connection under the one returned is raw, tracked.
-func (p *Proxy) dial(st *state, cl *cluster) (conn, raw net.Conn, err error) {
-	if len(cl.endpoints) == 0 {
-		return nil, nil, errors.New("no healthy endpoint")
-	}
-	addr := cl.endpoints[(cl.next.Add(1)-1)%uint64(len(cl.endpoints))]
-	ctx, cancel := context.WithTimeout(context.Background(), cl.connectTimeout)
-	defer cancel()
-	stop := make(chan struct{})
-	defer close(stop)
-	p.wg.Go(func() {
-		select {
-		case <-p.done:
-			cancel()
-		case <-stop:
-		}
-	})
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !p.track(c) {
-		return nil, nil, errClosed
-	}
-	if cl.tls == nil {
-		return c, c, nil
-	}
-	cfg, err := clientTLS(st, cl.tls)
-	if err != nil {
-		p.untrack(c)
-		return nil, nil, err
-	}
-	tc := tls.Client(c, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		p.untrack(c)
-		return nil, nil, fmt.Errorf("%s: %w", addr, err)
-	}
-	return tc, c, nil
-}
-
-var errClosed = errors.New("proxy closed")
 
 // pipe copies both ways until both directions ended, passing on
 // half-closes, and closes both. idle > 0 closes both after that long

@@ -2,14 +2,16 @@ package proxy
 
 import (
 	"net/http"
+	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // metrics is a Proxy's own Prometheus registry. Label values are resolved
-// once per Apply (listenerMetrics, cluster.connectErrors), so that a
-// connection only touches atomic counters.
+// once per Apply (listenerMetrics, clusterMetrics), so that connections
+// and requests only touch atomic counters.
 type metrics struct {
 	reg *prometheus.Registry
 
@@ -19,6 +21,13 @@ type metrics struct {
 	duration                 *prometheus.HistogramVec
 	upstreamErrors           *prometheus.CounterVec // {cluster}
 	applyOK, applyError      prometheus.Counter
+
+	requests, requestsDenied *prometheus.CounterVec   // {listener}
+	responses                *prometheus.CounterVec   // {listener, code}
+	requestDuration          *prometheus.HistogramVec // {listener}
+	retries                  *prometheus.CounterVec   // {cluster}
+	overflow                 *prometheus.CounterVec   // {cluster, kind}
+	upstreamActive           *prometheus.GaugeVec     // {cluster}
 }
 
 // listenerMetrics are one listener's series, resolved.
@@ -27,6 +36,43 @@ type listenerMetrics struct {
 	rx, tx                   prometheus.Counter
 	active                   prometheus.Gauge
 	duration                 prometheus.Observer
+
+	requests, requestsDenied prometheus.Counter
+	requestDuration          prometheus.Observer
+	responses                *codeCounters
+}
+
+// clusterMetrics are one cluster's series, resolved.
+type clusterMetrics struct {
+	connectErrors                                prometheus.Counter
+	retries                                      prometheus.Counter
+	active                                       prometheus.Gauge
+	overflowRequests, overflowRetries            prometheus.Counter
+	overflowConnections, overflowPendingRequests prometheus.Counter
+}
+
+// codeCounters resolves a listener's response counter of each status
+// code once, when first seen.
+type codeCounters struct {
+	vec      *prometheus.CounterVec
+	listener string
+	byCode   [500]atomic.Pointer[counterRef] // status 100..599
+}
+
+type counterRef struct{ c prometheus.Counter }
+
+func (cc *codeCounters) inc(code int) {
+	if code < 100 || code > 599 {
+		cc.vec.WithLabelValues(cc.listener, strconv.Itoa(code)).Inc()
+		return
+	}
+	slot := &cc.byCode[code-100]
+	ref := slot.Load()
+	if ref == nil {
+		ref = &counterRef{cc.vec.WithLabelValues(cc.listener, strconv.Itoa(code))}
+		slot.Store(ref)
+	}
+	ref.c.Inc()
 }
 
 func newMetrics() *metrics {
@@ -38,7 +84,7 @@ func newMetrics() *metrics {
 		Name: "trellis_proxy_connections_active", Help: "Connections open right now, by listener.",
 	}, []string{"listener"})
 	m.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "trellis_proxy_connections_denied_total", Help: "Connections refused by intentions (RBAC), by listener.",
+		Name: "trellis_proxy_connections_denied_total", Help: "Connections refused by intentions (network RBAC), by listener.",
 	}, []string{"listener"})
 	m.tlsErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trellis_proxy_tls_errors_total", Help: "Failed inbound TLS handshakes (bad or no client certificate, SAN mismatch), by listener.",
@@ -47,7 +93,8 @@ func newMetrics() *metrics {
 		Name: "trellis_proxy_upstream_connect_errors_total", Help: "Failed upstream dials and TLS handshakes, by cluster.",
 	}, []string{"cluster"})
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "trellis_proxy_bytes_total", Help: "Bytes received from (rx) and sent to (tx) downstream clients, by listener.",
+		Name: "trellis_proxy_bytes_total",
+		Help: "Bytes received from (rx) and sent to (tx) downstream clients, by listener: the payload of tcp_proxy listeners, the bytes on the wire of HTTP listeners.",
 	}, []string{"listener", "direction"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "trellis_proxy_connection_duration_seconds", Help: "Lifetime of accepted connections, by listener.",
@@ -57,29 +104,68 @@ func newMetrics() *metrics {
 		Name: "trellis_proxy_config_applies_total", Help: "Configurations applied (ok) and refused (error).",
 	}, []string{"result"})
 	m.applyOK, m.applyError = applies.WithLabelValues("ok"), applies.WithLabelValues("error")
-	m.reg.MustRegister(m.conns, m.active, m.denied, m.tlsErrors, m.upstreamErrors, m.bytes, m.duration, applies)
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_http_requests_total", Help: "HTTP requests received, by listener.",
+	}, []string{"listener"})
+	m.responses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_http_responses_total", Help: "HTTP responses sent downstream, by listener and status code.",
+	}, []string{"listener", "code"})
+	m.requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "trellis_proxy_http_request_duration_seconds", Help: "Time from a request's headers to the end of its response, by listener.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"listener"})
+	m.requestsDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_http_requests_denied_total", Help: "HTTP requests refused by intentions (HTTP RBAC, 403), by listener.",
+	}, []string{"listener"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_upstream_retries_total", Help: "Upstream request retries, by cluster.",
+	}, []string{"cluster"})
+	m.overflow = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_upstream_overflow_total", Help: "Requests, retries and connections refused by a circuit breaker, by cluster and kind (connections, pending, requests, retries).",
+	}, []string{"cluster", "kind"})
+	m.upstreamActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trellis_proxy_upstream_requests_active", Help: "Upstream HTTP requests in flight, by cluster.",
+	}, []string{"cluster"})
+	m.reg.MustRegister(m.conns, m.active, m.denied, m.tlsErrors, m.upstreamErrors, m.bytes, m.duration, applies,
+		m.requests, m.responses, m.requestDuration, m.requestsDenied, m.retries, m.overflow, m.upstreamActive)
 	return m
 }
 
 func (m *metrics) listener(name string) *listenerMetrics {
 	return &listenerMetrics{
-		conns:     m.conns.WithLabelValues(name),
-		denied:    m.denied.WithLabelValues(name),
-		tlsErrors: m.tlsErrors.WithLabelValues(name),
-		rx:        m.bytes.WithLabelValues(name, "rx"),
-		tx:        m.bytes.WithLabelValues(name, "tx"),
-		active:    m.active.WithLabelValues(name),
-		duration:  m.duration.WithLabelValues(name),
+		conns:           m.conns.WithLabelValues(name),
+		denied:          m.denied.WithLabelValues(name),
+		tlsErrors:       m.tlsErrors.WithLabelValues(name),
+		rx:              m.bytes.WithLabelValues(name, "rx"),
+		tx:              m.bytes.WithLabelValues(name, "tx"),
+		active:          m.active.WithLabelValues(name),
+		duration:        m.duration.WithLabelValues(name),
+		requests:        m.requests.WithLabelValues(name),
+		requestsDenied:  m.requestsDenied.WithLabelValues(name),
+		requestDuration: m.requestDuration.WithLabelValues(name),
+		responses:       &codeCounters{vec: m.responses, listener: name},
 	}
 }
 
-// resolve gives c's listeners and clusters their series.
-func (m *metrics) resolve(c *compiled) {
-	for name, ls := range c.listeners {
+func (m *metrics) cluster(name string) *clusterMetrics {
+	return &clusterMetrics{
+		connectErrors:           m.upstreamErrors.WithLabelValues(name),
+		retries:                 m.retries.WithLabelValues(name),
+		active:                  m.upstreamActive.WithLabelValues(name),
+		overflowRequests:        m.overflow.WithLabelValues(name, "requests"),
+		overflowRetries:         m.overflow.WithLabelValues(name, "retries"),
+		overflowConnections:     m.overflow.WithLabelValues(name, "connections"),
+		overflowPendingRequests: m.overflow.WithLabelValues(name, "pending"),
+	}
+}
+
+// resolve gives st's listeners and clusters their series.
+func (m *metrics) resolve(st *state) {
+	for name, ls := range st.listeners {
 		ls.m = m.listener(name)
 	}
-	for name, cl := range c.state.clusters {
-		cl.connectErrors = m.upstreamErrors.WithLabelValues(name)
+	for name, cl := range st.clusters {
+		cl.m = m.cluster(name)
 	}
 }
 

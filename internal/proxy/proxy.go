@@ -1,12 +1,16 @@
-// Package proxy is Trellis's sidecar data plane: it runs the listeners and
-// clusters an xDS configuration describes (the subset xds/generate emits)
-// and carries the traffic.
+// Package proxy is Trellis's sidecar data plane: it runs the listeners,
+// routes and clusters an xDS configuration describes (the subset
+// xds/generate emits) and carries the traffic.
 //
-// This increment is L4 only: listeners with an HTTP connection manager
-// are proxied as TCP to their route's cluster (with their HTTP RBAC
-// decided fail-closed at connection time, see rbac.go); endpoint weights,
-// localities and priorities are ignored (round robin over healthy
-// endpoints).
+// A listener is either a tcp_proxy (L4: bytes both ways to a cluster's
+// host) or an HTTP connection manager (L7, http.go): HTTP/1.1 and
+// HTTP/2 (ALPN over TLS, prior knowledge in plaintext), per-request RBAC,
+// routing by virtual host and route, retries, timeouts and header
+// rewrites, to clusters whose connections are pooled (upstream.go).
+// Hosts are chosen round robin over the healthy endpoints; localities and
+// priorities are ignored, and the cluster's load balancing policy,
+// circuit breakers and outlier detection are parsed but not applied yet
+// (lb.go is the seam that will apply them).
 package proxy
 
 import (
@@ -21,6 +25,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 )
 
@@ -31,6 +36,9 @@ type Config struct {
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
 	Secrets   []*tlsv3.Secret
+	// Routes are the route configurations that HTTP listeners name
+	// through RDS.
+	Routes []*routev3.RouteConfiguration
 }
 
 // Options configure a Proxy.
@@ -43,11 +51,12 @@ type Proxy struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	// cur is the applied configuration that new connections and
-	// handshakes use; nil before the first Apply.
+	// cur is the applied configuration that new connections, requests
+	// and handshakes use; nil before the first Apply.
 	cur atomic.Pointer[state]
 
-	applyMu sync.Mutex // serialises Apply and Close
+	applyMu sync.Mutex       // serialises Apply and Close
+	pools   map[string]*pool // guarded by applyMu; by cluster name
 
 	mu        sync.Mutex
 	closed    bool                     // guarded by mu
@@ -55,14 +64,29 @@ type Proxy struct {
 	conns     map[net.Conn]struct{}    // guarded by mu
 	done      chan struct{}            // closed by Close
 
-	wg sync.WaitGroup
+	// wg counts the proxy's goroutines and the HTTP connections of its
+	// servers; handlers counts the HTTP handlers running (net/http starts
+	// those of HTTP/2 streams on its own).
+	wg       sync.WaitGroup
+	handlers gate
+
+	// balance, if set before the first Apply, gives each cluster of
+	// each Config its picker and guard (default: round robin, admitAll):
+	// where load balancing and resiliency plug in. Apply calls it with
+	// applyMu held, once the Config can no longer be refused, so it may
+	// update state kept across Configs.
+	balance func(*cluster) (picker, guard)
 }
 
 // liveListener is a bound listener; its spec is swapped when a new Config
 // changes the listener but not its address, so the socket stays open.
 type liveListener struct {
+	name string
 	ln   net.Listener
 	spec atomic.Pointer[listenerSpec]
+
+	mu  sync.Mutex
+	srv *httpServer // guarded by mu; made for the first HTTP connection
 }
 
 // New returns a proxy running no configuration yet.
@@ -74,22 +98,28 @@ func New(opts Options) *Proxy {
 	return &Proxy{
 		log:       log,
 		metrics:   newMetrics(),
+		pools:     map[string]*pool{},
 		listeners: map[string]*liveListener{},
 		conns:     map[net.Conn]struct{}{},
 		done:      make(chan struct{}),
+		handlers:  gate{drain: make(chan struct{})},
 	}
 }
 
 // Apply replaces the running configuration with cfg: listeners are
-// opened, changed or closed, and new connections use the new clusters,
-// endpoints and certificates, while established ones carry on. A cfg that
-// cannot be applied is an error and changes nothing (the xDS client NACKs
-// it).
+// opened, changed or closed, and new connections and requests use the
+// new routes, clusters, endpoints and certificates, while established
+// connections and requests in flight carry on. A cfg that cannot be
+// applied is an error and changes nothing (the xDS client NACKs it).
 //
 // A listener whose address is unchanged keeps its socket and takes its
-// new filters for new connections; one whose address changed is bound
-// anew and its old socket closed. Connections accepted by a changed or
-// removed listener are left to finish.
+// new filters for new connections (and, for HTTP, for the next requests
+// of its open connections); one whose address changed is bound anew and
+// its old socket closed. Connections accepted by a changed or removed
+// listener are left to finish (HTTP ones are drained: idle connections
+// closed, HTTP/2 ones sent GOAWAY). A cluster whose transport settings
+// (TLS, protocol, connect timeout) are unchanged keeps its pooled
+// connections.
 func (p *Proxy) Apply(cfg Config) (err error) {
 	defer func() {
 		if err != nil {
@@ -98,11 +128,11 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 			p.metrics.applyOK.Inc()
 		}
 	}()
-	c, err := compile(cfg)
+	st, err := compile(cfg)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	p.metrics.resolve(c)
+	p.metrics.resolve(st)
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	p.mu.Lock()
@@ -116,7 +146,7 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 	// Bind what needs binding before changing anything, so that a busy
 	// address refuses the whole Config.
 	fresh := map[string]net.Listener{}
-	for name, spec := range c.listeners {
+	for name, spec := range st.listeners {
 		if l, ok := old[name]; ok && l.spec.Load().addr == spec.addr {
 			continue
 		}
@@ -130,12 +160,30 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 		fresh[name] = ln
 	}
 
-	p.cur.Store(c.state)
+	// Nothing can fail from here on.
+	if p.balance != nil {
+		for _, cl := range st.clusters {
+			cl.picker, cl.guard = p.balance(cl)
+		}
+	}
+	pools := map[string]*pool{}
+	for name, cl := range st.clusters {
+		if pl := p.pools[name]; pl != nil && pl.key == cl.poolKey {
+			cl.pool = pl
+		} else {
+			cl.pool = p.newPool(cl)
+		}
+		pools[name] = cl.pool
+	}
+	retired := p.pools
+	p.pools = pools
+
+	p.cur.Store(st)
 	next := map[string]*liveListener{}
 	var start, stop []*liveListener
-	for name, spec := range c.listeners {
+	for name, spec := range st.listeners {
 		if ln, ok := fresh[name]; ok {
-			l := &liveListener{ln: ln}
+			l := &liveListener{name: name, ln: ln}
 			l.spec.Store(spec)
 			next[name] = l
 			start = append(start, l)
@@ -147,9 +195,15 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 		l := old[name]
 		l.spec.Store(spec)
 		next[name] = l
+		l.mu.Lock()
+		if l.srv != nil && (spec.http == nil || l.srv.key != spec.http.serverKey()) {
+			p.drain(l.srv)
+			l.srv = nil
+		}
+		l.mu.Unlock()
 	}
 	for name, l := range old {
-		if _, ok := c.listeners[name]; !ok {
+		if _, ok := st.listeners[name]; !ok {
 			stop = append(stop, l)
 		}
 	}
@@ -158,9 +212,20 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 	p.mu.Unlock()
 	for _, l := range stop {
 		l.ln.Close()
+		l.mu.Lock()
+		if l.srv != nil {
+			p.drain(l.srv)
+			l.srv = nil
+		}
+		l.mu.Unlock()
 	}
 	for _, l := range start {
 		p.wg.Go(func() { p.accept(l) })
+	}
+	for name, pl := range retired {
+		if pools[name] != pl {
+			pl.tr.CloseIdleConnections()
+		}
 	}
 	return nil
 }
@@ -179,8 +244,9 @@ func (p *Proxy) ListenerAddr(name string) net.Addr {
 	return nil
 }
 
-// Close closes every listener and connection and waits for the proxy's
-// goroutines to end. The proxy cannot be used again.
+// Close closes every listener and connection, upstream and downstream,
+// and waits for the proxy's goroutines and HTTP handlers to end. The
+// proxy cannot be used again.
 func (p *Proxy) Close() error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
@@ -191,33 +257,60 @@ func (p *Proxy) Close() error {
 	}
 	p.closed = true
 	close(p.done)
-	for _, l := range p.listeners {
-		l.ln.Close()
-	}
+	listeners := p.listeners
 	p.listeners = map[string]*liveListener{}
+	conns := make([]net.Conn, 0, len(p.conns))
 	for c := range p.conns {
-		c.Close()
+		conns = append(conns, c)
 	}
 	p.mu.Unlock()
+	for _, l := range listeners {
+		l.ln.Close()
+		l.mu.Lock()
+		if l.srv != nil {
+			l.srv.hs.Close()
+		}
+		l.mu.Unlock()
+	}
+	for _, c := range conns {
+		c.Close()
+	}
 	p.wg.Wait()
+	p.handlers.closeAndWait()
+	for _, pl := range p.pools {
+		pl.tr.CloseIdleConnections()
+	}
 	return nil
+}
+
+func (p *Proxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // track registers c so that Close closes it; false (and c closed) if the
 // proxy is closing.
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		c.Close()
 		return false
 	}
 	p.conns[c] = struct{}{}
+	p.mu.Unlock()
 	return true
 }
 
+// untrack closes c and forgets it.
 func (p *Proxy) untrack(c net.Conn) {
 	c.Close()
+	p.forget(c)
+}
+
+// forget removes c from the set Close closes.
+func (p *Proxy) forget(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
 	p.mu.Unlock()
@@ -241,12 +334,50 @@ func (p *Proxy) accept(l *liveListener) {
 		spec.m.active.Inc()
 		start := time.Now()
 		p.wg.Go(func() {
-			defer func() {
-				spec.m.duration.Observe(time.Since(start).Seconds())
-				spec.m.active.Dec()
-			}()
-			defer p.untrack(c)
-			p.serve(spec, c)
+			if spec.http != nil {
+				if p.serveHTTPConn(l, spec, c, start) {
+					return // net/http has the connection now
+				}
+			} else {
+				p.serve(spec, c)
+			}
+			p.untrack(c)
+			spec.m.duration.Observe(time.Since(start).Seconds())
+			spec.m.active.Dec()
 		})
 	}
+}
+
+// gate counts running handlers until it is closed, then refuses new ones
+// and lets closeAndWait return once the last has left.
+type gate struct {
+	n     atomic.Int64
+	once  sync.Once
+	drain chan struct{}
+}
+
+// gateClosed is added to the count by closeAndWait: a negative count
+// means closed.
+const gateClosed = -1 << 62
+
+// enter returns false if the gate is closed.
+func (g *gate) enter() bool {
+	if g.n.Add(1) < 0 {
+		g.leave()
+		return false
+	}
+	return true
+}
+
+func (g *gate) leave() {
+	if g.n.Add(-1) == gateClosed {
+		g.once.Do(func() { close(g.drain) })
+	}
+}
+
+func (g *gate) closeAndWait() {
+	if g.n.Add(gateClosed) == gateClosed {
+		g.once.Do(func() { close(g.drain) })
+	}
+	<-g.drain
 }

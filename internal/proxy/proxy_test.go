@@ -39,7 +39,7 @@ type testCA struct {
 	root *ca.Root
 }
 
-func newCA(t *testing.T, trustDomain string) *testCA {
+func newCA(t testing.TB, trustDomain string) *testCA {
 	t.Helper()
 	cfg, err := ca.ParseConfig(ca.ProviderConsul, map[string]any{})
 	if err != nil {
@@ -61,7 +61,7 @@ func newCA(t *testing.T, trustDomain string) *testCA {
 
 // leaf signs a leaf for service in trustDomain (which need not be the
 // CA's: the provider signs what it is given).
-func (c *testCA) leaf(t *testing.T, trustDomain, service string) *proxycfg.Leaf {
+func (c *testCA) leaf(t testing.TB, trustDomain, service string) *proxycfg.Leaf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

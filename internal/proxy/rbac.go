@@ -1,53 +1,46 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
+	"slices"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 )
 
-// The network RBAC filter decides once per connection, on the SPIFFE ID
-// of the verified client certificate (Envoy's authenticated principal
-// name; we use the URI SANs only, which is what Trellis leaves carry).
+// RBAC, as Envoy's filters decide it. Principals are matched against
+// the URI SANs of the peer's verified client certificate (Envoy's
+// authenticated principal name; Trellis leaves carry their SPIFFE ID
+// there). The network filter decides once per connection and admits no
+// permission that needs a request; the HTTP filter decides each request
+// on its path (without the query), headers and :method.
 //
-// Until the L7 increment, an HTTP RBAC filter is also decided at
-// connection time, fail-closed: a permission that needs the request
-// (path, header, method) is "unknown", evaluated with Kleene logic, and an
-// unknown outcome denies — an ALLOW policy must match for certain, a DENY
-// policy that may match denies.
-
-type tri int8
-
-const (
-	no tri = iota
-	unknown
-	yes
-)
-
-func triOf(b bool) tri {
-	if b {
-		return yes
-	}
-	return no
-}
-
-func (t tri) not() tri { return yes - t }
+// A policy matches when one of its principals and one of its
+// permissions match; an ALLOW engine lets through what some policy
+// matches, a DENY engine what none does. What the principals of an
+// engine's policies make of a peer does not change during its
+// connection, so the HTTP filter works it out once per connection and
+// engine (principalCache).
 
 type principalFunc func(ids []string) bool
-type permissionFunc func() tri
+type permissionFunc func(r *http.Request) bool // r is nil for the network filter
 
 type rbacPolicy struct {
 	perms      []permissionFunc // any
 	principals []principalFunc  // any
 }
 
-// rbacEngine is a compiled RBAC rule set; nil allows every connection.
+// rbacEngine is a compiled RBAC rule set; nil allows everything.
 type rbacEngine struct {
 	allow    bool // action ALLOW (else DENY)
 	policies []rbacPolicy
 }
 
-func compileRBAC(r *rbacv3.RBAC) (*rbacEngine, error) {
+// compileRBAC compiles rules for the HTTP filter, or for the network
+// filter (no request) if network.
+func compileRBAC(r *rbacv3.RBAC, network bool) (*rbacEngine, error) {
 	if r == nil {
 		return nil, nil // Envoy: no rules, no enforcement
 	}
@@ -59,13 +52,17 @@ func compileRBAC(r *rbacv3.RBAC) (*rbacEngine, error) {
 	default:
 		return nil, fmt.Errorf("unsupported RBAC action %s", r.GetAction())
 	}
-	for name, p := range r.GetPolicies() {
+	if r.GetAuditLoggingOptions() != nil {
+		return nil, errors.New("audit_logging_options are not supported")
+	}
+	for _, name := range sortedPolicyNames(r.GetPolicies()) {
+		p := r.GetPolicies()[name]
 		if p.GetCondition() != nil || p.GetCheckedCondition() != nil {
 			return nil, fmt.Errorf("policy %q: conditions are not supported", name)
 		}
 		var pol rbacPolicy
 		for _, pm := range p.GetPermissions() {
-			f, err := compilePermission(pm)
+			f, err := compilePermission(pm, network)
 			if err != nil {
 				return nil, fmt.Errorf("policy %q: %w", name, err)
 			}
@@ -83,86 +80,116 @@ func compileRBAC(r *rbacv3.RBAC) (*rbacEngine, error) {
 	return e, nil
 }
 
-// allowed decides for a peer with the given URI SANs.
-func (e *rbacEngine) allowed(ids []string) bool {
+// allowed decides a connection (r nil) or a request for a peer with the
+// given URI SANs.
+func (e *rbacEngine) allowed(ids []string, r *http.Request) bool {
 	if e == nil {
 		return true
 	}
-	match := no
-	for _, p := range e.policies {
-		match = max(match, p.matches(ids))
-	}
-	if e.allow {
-		return match == yes
-	}
-	return match == no
+	return e.decide(e.peerMatches(ids), r)
 }
 
-func (p rbacPolicy) matches(ids []string) tri {
-	who := false
-	for _, pr := range p.principals {
-		if pr(ids) {
-			who = true
-			break
+// peerMatches says, per policy, whether the peer is one of its
+// principals.
+func (e *rbacEngine) peerMatches(ids []string) []bool {
+	who := make([]bool, len(e.policies))
+	for i, p := range e.policies {
+		for _, pr := range p.principals {
+			if pr(ids) {
+				who[i] = true
+				break
+			}
 		}
 	}
-	if !who {
-		return no
-	}
-	what := no
-	for _, pm := range p.perms {
-		what = max(what, pm())
-	}
-	return what
+	return who
 }
 
-func compilePermission(p *rbacv3.Permission) (permissionFunc, error) {
+// decide is allowed, with the peer's principals already matched.
+func (e *rbacEngine) decide(who []bool, r *http.Request) bool {
+	match := false
+policies:
+	for i, p := range e.policies {
+		if !who[i] {
+			continue
+		}
+		for _, pm := range p.perms {
+			if pm(r) {
+				match = true
+				break policies
+			}
+		}
+	}
+	return match == e.allow
+}
+
+func compilePermission(p *rbacv3.Permission, network bool) (permissionFunc, error) {
 	switch r := p.GetRule().(type) {
 	case *rbacv3.Permission_Any:
-		v := triOf(r.Any)
-		return func() tri { return v }, nil
+		v := r.Any
+		return func(*http.Request) bool { return v }, nil
 	case *rbacv3.Permission_AndRules:
-		fs, err := compilePermissions(r.AndRules.GetRules())
+		fs, err := compilePermissions(r.AndRules.GetRules(), network)
 		if err != nil {
 			return nil, err
 		}
-		return func() tri {
-			v := yes
+		return func(req *http.Request) bool {
 			for _, f := range fs {
-				v = min(v, f())
+				if !f(req) {
+					return false
+				}
 			}
-			return v
+			return true
 		}, nil
 	case *rbacv3.Permission_OrRules:
-		fs, err := compilePermissions(r.OrRules.GetRules())
+		fs, err := compilePermissions(r.OrRules.GetRules(), network)
 		if err != nil {
 			return nil, err
 		}
-		return func() tri {
-			v := no
+		return func(req *http.Request) bool {
 			for _, f := range fs {
-				v = max(v, f())
+				if f(req) {
+					return true
+				}
 			}
-			return v
+			return false
 		}, nil
 	case *rbacv3.Permission_NotRule:
-		f, err := compilePermission(r.NotRule)
+		f, err := compilePermission(r.NotRule, network)
 		if err != nil {
 			return nil, err
 		}
-		return func() tri { return f().not() }, nil
-	case *rbacv3.Permission_Header, *rbacv3.Permission_UrlPath:
-		// Needs the request: see the comment at the top of the file.
-		return func() tri { return unknown }, nil
+		return func(req *http.Request) bool { return !f(req) }, nil
+	case *rbacv3.Permission_Header:
+		if network {
+			return nil, errors.New("a header permission needs the HTTP RBAC filter")
+		}
+		m, err := compileHeaderMatcher(r.Header)
+		if err != nil {
+			return nil, err
+		}
+		return m.matches, nil
+	case *rbacv3.Permission_UrlPath:
+		if network {
+			return nil, errors.New("a url_path permission needs the HTTP RBAC filter")
+		}
+		pm, ok := r.UrlPath.GetRule().(*matcherv3.PathMatcher_Path)
+		if !ok {
+			return nil, fmt.Errorf("url_path: unsupported rule %T", r.UrlPath.GetRule())
+		}
+		m, err := compileStringMatcher(pm.Path)
+		if err != nil {
+			return nil, fmt.Errorf("url_path: %w", err)
+		}
+		return func(req *http.Request) bool { return m(pathOnly(requestPath(req))) }, nil
 	default:
 		return nil, fmt.Errorf("unsupported RBAC permission %T", r)
 	}
 }
 
-func compilePermissions(ps []*rbacv3.Permission) ([]permissionFunc, error) {
+func compilePermissions(ps []*rbacv3.Permission, network bool) ([]permissionFunc, error) {
 	out := make([]permissionFunc, 0, len(ps))
 	for _, p := range ps {
-		f, err := compilePermission(p)
+		f, err := compilePermission(p, network)
 		if err != nil {
 			return nil, err
 		}
@@ -241,4 +268,20 @@ func compilePrincipals(ps []*rbacv3.Principal) ([]principalFunc, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+func sortedPolicyNames(m map[string]*rbacv3.Policy) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// principalCache is what an HTTP RBAC engine's principals make of one
+// connection's peer.
+type principalCache struct {
+	e   *rbacEngine
+	who []bool
 }

@@ -1,17 +1,23 @@
 // Package xdsclient is the sidecar's xDS client: it holds an aggregated
 // (ADS), state-of-the-world stream open to the agent, subscribes to the
-// proxy's clusters and listeners and then to the endpoints and secrets
-// they refer to, and hands every complete configuration to the data plane,
-// ACKing what the data plane applied and NACKing what it refused.
+// proxy's clusters and listeners and then to the route configurations,
+// endpoints and secrets they refer to, and hands every complete,
+// consistent configuration to the data plane, ACKing what the data plane
+// applied and NACKing what it refused.
 //
 // Protocol, per response of type T:
 //
 //   - resources that do not decode or validate are NACKed at once;
-//   - otherwise they are kept pending, and the EDS and SDS subscriptions
-//     follow the clusters and listeners now known;
-//   - once clusters, listeners and every load assignment and secret they
-//     name are known, the configuration is applied (unless it equals the
-//     one running) and every pending response is ACKed if that succeeded,
+//   - otherwise they are kept pending, and the RDS, EDS and SDS
+//     subscriptions follow the listeners and clusters now known (as
+//     Envoy's: route configurations named by the listeners' HTTP
+//     connection managers, load assignments of the EDS clusters, secrets
+//     of the TLS contexts);
+//   - once clusters, listeners and every route configuration, load
+//     assignment and secret they name are known, and every cluster that
+//     a listener or route sends traffic to is among the clusters, the
+//     configuration is applied (unless it equals the one running) and
+//     every pending response is ACKed if that succeeded,
 //     NACKed with the previous version and the error if it failed; a
 //     refused version that the server sends again is answered with that
 //     version, so that the server waits for a new one rather than resending
@@ -278,6 +284,7 @@ func (p *protocol) resubscribe() error {
 	clusters, _ := p.c.candidate(resource.ClusterType)
 	listeners, _ := p.c.candidate(resource.ListenerType)
 	for typ, names := range map[string][]string{
+		resource.RouteType:    rdsNames(listeners),
 		resource.EndpointType: edsNames(clusters),
 		resource.SecretType:   secretNames(listeners, clusters),
 	} {
@@ -305,7 +312,7 @@ func (p *protocol) resubscribe() error {
 // ACKs or NACKs the pending responses.
 func (p *protocol) tryApply() error {
 	c := p.c
-	var all [4]map[string]proto.Message
+	var all [5]map[string]proto.Message
 	for i, t := range types {
 		res, known := c.candidate(t)
 		if !known && i < 2 {
@@ -313,7 +320,7 @@ func (p *protocol) tryApply() error {
 		}
 		all[i] = res
 	}
-	cfg, complete := assemble(all[1], all[0], all[2], all[3])
+	cfg, complete := assemble(all[1], all[0], all[2], all[3], all[4])
 	if !complete {
 		return nil
 	}
@@ -322,7 +329,7 @@ func (p *protocol) tryApply() error {
 		if applyErr = c.opts.Applier.Apply(cfg); applyErr == nil {
 			c.applied = &cfg
 			c.logger.Info("xDS configuration applied", "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters),
-				"endpoints", len(cfg.Endpoints), "secrets", len(cfg.Secrets))
+				"routes", len(cfg.Routes), "endpoints", len(cfg.Endpoints), "secrets", len(cfg.Secrets))
 		} else {
 			applyErr = fmt.Errorf("xdsclient: apply: %w", applyErr)
 			c.logger.Error("xDS configuration refused", "error", applyErr)

@@ -9,6 +9,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -17,9 +20,9 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy"
 )
 
-// The four types the client subscribes to, in the order of their first
+// The types the client subscribes to, in the order of their first
 // requests: the wildcard types first, as their content names the others.
-var types = []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.SecretType}
+var types = []string{resource.ClusterType, resource.ListenerType, resource.RouteType, resource.EndpointType, resource.SecretType}
 
 // decode unpacks the resources of a response of type typ, by name. A
 // resource of another type, without a name, or named twice is an error:
@@ -48,6 +51,9 @@ func decode(typ string, in []*anypb.Any) (map[string]proto.Message, error) {
 		case resource.SecretType:
 			s := &tlsv3.Secret{}
 			m, name = s, s.GetName
+		case resource.RouteType:
+			r := &routev3.RouteConfiguration{}
+			m, name = r, r.GetName
 		default:
 			return nil, fmt.Errorf("unexpected type %q", typ)
 		}
@@ -135,16 +141,108 @@ func sortedUnique(s []string) []string {
 	return slices.Compact(s)
 }
 
+// rdsNames returns, sorted, the route configurations the HTTP connection
+// managers of listeners name through RDS.
+func rdsNames(listeners map[string]proto.Message) []string {
+	var out []string
+	forEachFilter(listeners, func(m proto.Message) {
+		if h, ok := m.(*hcmv3.HttpConnectionManager); ok && h.GetRds() != nil {
+			out = append(out, h.GetRds().GetRouteConfigName())
+		}
+	})
+	out = slices.DeleteFunc(out, func(s string) bool { return s == "" })
+	return sortedUnique(out)
+}
+
+// forEachFilter calls f with the decoded config of each network filter of
+// listeners that is a tcp_proxy or an HTTP connection manager.
+func forEachFilter(listeners map[string]proto.Message, f func(proto.Message)) {
+	for _, m := range listeners {
+		l := m.(*listenerv3.Listener)
+		chains := l.GetFilterChains()
+		if d := l.GetDefaultFilterChain(); d != nil {
+			chains = append(chains[:len(chains):len(chains)], d)
+		}
+		for _, fc := range chains {
+			for _, fl := range fc.GetFilters() {
+				a := fl.GetTypedConfig()
+				switch {
+				case a == nil:
+				case a.MessageIs(&hcmv3.HttpConnectionManager{}):
+					h := &hcmv3.HttpConnectionManager{}
+					if a.UnmarshalTo(h) == nil {
+						f(h)
+					}
+				case a.MessageIs(&tcpproxyv3.TcpProxy{}):
+					t := &tcpproxyv3.TcpProxy{}
+					if a.UnmarshalTo(t) == nil {
+						f(t)
+					}
+				}
+			}
+		}
+	}
+}
+
+// clusterRefs returns the clusters that listeners (tcp_proxy, inline
+// route configurations) and route configurations send traffic to.
+func clusterRefs(listeners, routes map[string]proto.Message) []string {
+	var out []string
+	addRoutes := func(rc *routev3.RouteConfiguration) {
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				ra := r.GetRoute()
+				if c := ra.GetCluster(); c != "" {
+					out = append(out, c)
+				}
+				for _, wc := range ra.GetWeightedClusters().GetClusters() {
+					out = append(out, wc.GetName())
+				}
+			}
+		}
+	}
+	forEachFilter(listeners, func(m proto.Message) {
+		switch c := m.(type) {
+		case *tcpproxyv3.TcpProxy:
+			if n := c.GetCluster(); n != "" {
+				out = append(out, n)
+			}
+		case *hcmv3.HttpConnectionManager:
+			addRoutes(c.GetRouteConfig())
+		}
+	})
+	for _, m := range routes {
+		addRoutes(m.(*routev3.RouteConfiguration))
+	}
+	return sortedUnique(out)
+}
+
 // assemble returns the configuration made of listeners, clusters and the
-// endpoints and secrets they need, each sorted by name, and whether every
-// needed load assignment and secret is among those given.
-func assemble(listeners, clusters, endpoints, secrets map[string]proto.Message) (proxy.Config, bool) {
+// route configurations, endpoints and secrets they need, each sorted by
+// name, and whether it is consistent: every route configuration, load
+// assignment and secret needed is among those given, and every cluster
+// that listeners and routes send traffic to is among the clusters.
+func assemble(listeners, clusters, routes, endpoints, secrets map[string]proto.Message) (proxy.Config, bool) {
 	var cfg proxy.Config
 	for _, n := range sortedKeys(listeners) {
 		cfg.Listeners = append(cfg.Listeners, listeners[n].(*listenerv3.Listener))
 	}
 	for _, n := range sortedKeys(clusters) {
 		cfg.Clusters = append(cfg.Clusters, clusters[n].(*clusterv3.Cluster))
+	}
+	needed := map[string]proto.Message{}
+	for _, n := range rdsNames(listeners) {
+		r, ok := routes[n]
+		if !ok {
+			return proxy.Config{}, false
+		}
+		needed[n] = r
+		cfg.Routes = append(cfg.Routes, r.(*routev3.RouteConfiguration))
+	}
+	for _, n := range clusterRefs(listeners, needed) {
+		if _, ok := clusters[n]; !ok {
+			return proxy.Config{}, false
+		}
 	}
 	for _, n := range edsNames(clusters) {
 		e, ok := endpoints[n]
@@ -175,7 +273,7 @@ func sortedKeys(m map[string]proto.Message) []string {
 // equal reports whether a and b hold the same resources, in order.
 func equal(a, b proxy.Config) bool {
 	return equalSlices(a.Listeners, b.Listeners) && equalSlices(a.Clusters, b.Clusters) &&
-		equalSlices(a.Endpoints, b.Endpoints) && equalSlices(a.Secrets, b.Secrets)
+		equalSlices(a.Routes, b.Routes) && equalSlices(a.Endpoints, b.Endpoints) && equalSlices(a.Secrets, b.Secrets)
 }
 
 func equalSlices[M proto.Message](a, b []M) bool {

@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The downstream side of HTTP listeners. The proxy accepts, runs the TLS
+// handshake and the network RBAC itself (conn.go), then hands the
+// connection to the listener's http.Server, which speaks HTTP/1.1 or
+// HTTP/2 on it (ALPN over TLS; over plaintext, HTTP/2 with prior
+// knowledge when the client opens with the HTTP/2 preface). Each request
+// then reads the current Config: RBAC and routes changed by an Apply
+// apply to the next request of an open connection.
+
+// httpServer is a listener's http.Server, fed by connQueue.
+type httpServer struct {
+	key string // httpSpec.serverKey it was made for
+	hs  *http.Server
+	ln  *connQueue
+}
+
+// connQueue is the net.Listener of an httpServer: the connections the
+// proxy hands over.
+type connQueue struct {
+	addr net.Addr
+	ch   chan net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// push hands c to the server; false if it is closed.
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+type connKey struct{}
+
+// httpConn is a downstream connection of an HTTP listener, under TLS if
+// any: it counts the bytes on the wire and, once closed, leaves the
+// proxy's set and ends its connection metrics. It carries what the
+// requests on it need to know of the peer.
+type httpConn struct {
+	net.Conn // the accepted TCP connection, tracked
+	p        *Proxy
+	m        *listenerMetrics
+	start    time.Time
+	once     sync.Once
+
+	ids      []string // the peer's URI SANs
+	sourceIP string
+	rbac     atomic.Pointer[principalCache]
+}
+
+func (c *httpConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.m.rx.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *httpConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.m.tx.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *httpConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.p.forget(c.Conn)
+		c.m.duration.Observe(time.Since(c.start).Seconds())
+		c.m.active.Dec()
+	})
+	return err
+}
+
+// principals is what e's principals make of the peer, worked out once per
+// connection and engine.
+func (c *httpConn) principals(e *rbacEngine) []bool {
+	if pc := c.rbac.Load(); pc != nil && pc.e == e {
+		return pc.who
+	}
+	who := e.peerMatches(c.ids)
+	c.rbac.Store(&principalCache{e: e, who: who})
+	return who
+}
+
+// serveHTTPConn admits c (TLS, network RBAC) and hands it to l's HTTP
+// server; false if it did not, and c is still the caller's.
+func (p *Proxy) serveHTTPConn(l *liveListener, spec *listenerSpec, c net.Conn, start time.Time) bool {
+	hc := &httpConn{Conn: c, p: p, m: spec.m, start: start}
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		hc.sourceIP = a.IP.String()
+	}
+	down, ids, ok := p.admit(spec, hc)
+	if !ok {
+		return false
+	}
+	hc.ids = ids
+	srv := p.httpServerFor(l, spec.http)
+	return srv != nil && srv.ln.push(down)
+}
+
+// httpServerFor returns l's server for h, making it if l has none or one
+// for other settings (which it drains); nil once the proxy is closing.
+func (p *Proxy) httpServerFor(l *liveListener, h *httpSpec) *httpServer {
+	key := h.serverKey()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.srv != nil && l.srv.key == key {
+		return l.srv
+	}
+	if p.isClosed() {
+		return nil
+	}
+	if l.srv != nil {
+		p.drain(l.srv)
+	}
+	protos := h.protocols
+	s := &httpServer{key: key, ln: &connQueue{addr: l.ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}}
+	s.hs = &http.Server{
+		Handler:        &httpHandler{p: p, name: l.name},
+		Protocols:      &protos,
+		IdleTimeout:    h.idleConn,
+		MaxHeaderBytes: 60 << 10, // Envoy's max_request_headers_kb
+		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: 1024},
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, httpConnOf(c))
+		},
+		ConnState: func(_ net.Conn, cs http.ConnState) {
+			// Serve's goroutine, which wg counts, reports StateNew: the
+			// connection is counted before Serve can end.
+			switch cs {
+			case http.StateNew:
+				p.wg.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				p.wg.Done()
+			}
+		},
+	}
+	l.srv = s
+	p.wg.Go(func() { s.hs.Serve(s.ln) })
+	return s
+}
+
+func httpConnOf(c net.Conn) *httpConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	hc, _ := c.(*httpConn)
+	return hc
+}
+
+// drain shuts s down gracefully in the background: no new connections,
+// idle ones closed, HTTP/2 ones sent GOAWAY, active ones left to finish
+// their requests, unless Close comes first.
+func (p *Proxy) drain(s *httpServer) {
+	s.ln.Close()
+	p.wg.Go(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			select {
+			case <-p.done:
+				cancel()
+			case <-stop:
+			}
+		}()
+		if s.hs.Shutdown(ctx) != nil {
+			s.hs.Close()
+		}
+		close(stop)
+		<-stopped
+	})
+}
+
+// httpHandler serves the requests of one listener.
+type httpHandler struct {
+	p    *Proxy
+	name string
+}
+
+func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := h.p
+	if !p.handlers.enter() {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	defer p.handlers.leave()
+	st := p.cur.Load()
+	spec := st.listeners[h.name]
+	if spec == nil || spec.http == nil {
+		// The listener is gone, or no longer HTTP: this connection is
+		// one of its last.
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	x := &exchange{p: p, w: w, r: r, st: st, spec: spec, hs: spec.http}
+	x.hc, _ = r.Context().Value(connKey{}).(*httpConn)
+	x.query.r = r
+	if x.run() {
+		// Headers went out and the response broke: reset the stream
+		// (HTTP/2) or close the connection (HTTP/1.1).
+		panic(http.ErrAbortHandler)
+	}
+}

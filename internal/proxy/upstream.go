@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Upstream connections. A tcp_proxy connection dials its own; HTTP
+// requests share a cluster's pool: an http.Transport that keeps, per
+// endpoint, HTTP/1.1 keep-alive connections, or HTTP/2 connections that
+// multiplex requests (h2c with prior knowledge to a plaintext host that
+// speaks HTTP/2, h2 when ALPN agrees on it over TLS). A pool outlives the
+// Config that made it while its cluster's transport settings are
+// unchanged, so that endpoint, route and secret updates keep the
+// connections; a dial reads the certificates of the Config current at
+// that moment, so rotated secrets apply to new connections and
+// established ones carry on.
+
+// upstreamProtocol is what a cluster speaks over HTTP.
+type upstreamProtocol uint8
+
+const (
+	protoHTTP1 upstreamProtocol = iota // HTTP/1.1
+	protoHTTP2                         // HTTP/2: h2c prior knowledge without TLS
+	protoAuto                          // by ALPN over TLS (h2 or http/1.1); HTTP/1.1 without
+)
+
+// defaultUpstreamIdle is Envoy's idle_timeout of upstream HTTP
+// connections (common_http_protocol_options) when unset.
+const defaultUpstreamIdle = time.Hour
+
+// pool carries a cluster's HTTP requests.
+type pool struct {
+	key     string // the transport settings it was made for
+	cluster string
+	scheme  string // of the request URLs: "https" dials TLS
+	tr      *http.Transport
+}
+
+// newPool makes cl's pool.
+func (p *Proxy) newPool(cl *cluster) *pool {
+	pl := &pool{key: cl.poolKey, cluster: cl.name, scheme: "http"}
+	var protos http.Protocols
+	switch {
+	case cl.proto == protoHTTP2 && cl.tls == nil:
+		protos.SetUnencryptedHTTP2(true)
+	case cl.proto == protoHTTP2:
+		protos.SetHTTP2(true)
+	case cl.proto == protoAuto && cl.tls != nil:
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+	default:
+		protos.SetHTTP1(true)
+	}
+	timeout, u := cl.connectTimeout, cl.tls
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return p.dialPooled(ctx, pl.cluster, addr, timeout, u)
+	}
+	pl.tr = &http.Transport{
+		Protocols:           &protos,
+		MaxIdleConnsPerHost: 1 << 12,
+		IdleConnTimeout:     cl.idleTimeout,
+		DisableCompression:  true,
+		WriteBufferSize:     16 << 10,
+		ReadBufferSize:      16 << 10,
+	}
+	if u != nil {
+		pl.scheme = "https"
+		pl.tr.DialTLSContext = dial
+	} else {
+		pl.tr.DialContext = dial
+	}
+	return pl
+}
+
+// dialError is a failed attempt to open an upstream connection.
+type dialError struct {
+	err      error
+	overflow bool // the guard refused it
+}
+
+func (e *dialError) Error() string { return "proxy: upstream connect: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+var errOverflow = errors.New("connection limit reached")
+
+// dialPooled opens a connection for cluster's pool, asking the current
+// Config's cluster (if it still has one of that name) for admission.
+func (p *Proxy) dialPooled(ctx context.Context, cluster, addr string, timeout time.Duration, u *upstreamTLS) (net.Conn, error) {
+	st := p.cur.Load()
+	cl := st.clusters[cluster]
+	var h *host
+	if cl != nil {
+		h = cl.hostByAddr[addr]
+	}
+	var onClose func()
+	if h != nil {
+		if !cl.guard.admitConnection(h) {
+			cl.m.overflowConnections.Inc()
+			return nil, &dialError{err: errOverflow, overflow: true}
+		}
+		g := cl.guard
+		onClose = func() { g.connectionClosed(h) }
+	}
+	c, _, err := p.connect(ctx, st, addr, timeout, u, onClose)
+	if err != nil {
+		if cl != nil && !errors.Is(err, errClosed) {
+			cl.m.connectErrors.Inc()
+		}
+		return nil, &dialError{err: err}
+	}
+	return c, nil
+}
+
+// connect dials addr within timeout, with TLS if u is set, cancelled by
+// Close. The TCP connection under the one returned (raw) is tracked, so
+// that Close closes it; onClose, if set, runs once it is closed, whether
+// or not connect succeeded.
+func (p *Proxy) connect(ctx context.Context, st *state, addr string, timeout time.Duration, u *upstreamTLS, onClose func()) (conn net.Conn, raw *trackedConn, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// Close cancels the dial. The watcher is joined before connect
+	// returns: connect also runs on net/http's goroutines, which the
+	// proxy's WaitGroup does not count.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-p.done:
+			cancel()
+		case <-stop:
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-stopped
+	}()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if onClose != nil {
+			onClose()
+		}
+		return nil, nil, err
+	}
+	tc := &trackedConn{Conn: c, p: p, onClose: onClose}
+	if !p.track(tc) {
+		return nil, nil, errClosed
+	}
+	if u == nil {
+		return tc, tc, nil
+	}
+	cfg, err := clientTLS(st, u)
+	if err != nil {
+		tc.Close()
+		return nil, nil, err
+	}
+	tlc := tls.Client(tc, cfg)
+	if err := tlc.HandshakeContext(ctx); err != nil {
+		tc.Close()
+		return nil, nil, fmt.Errorf("%s: %w", addr, err)
+	}
+	return tlc, tc, nil
+}
+
+var errClosed = errors.New("proxy closed")
+
+// trackedConn is an upstream TCP connection that leaves the proxy's set
+// when closed.
+type trackedConn struct {
+	net.Conn
+	p       *Proxy
+	once    sync.Once
+	onClose func()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.p.forget(c)
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+	return err
+}
+
+// CloseWrite half-closes the connection, as tcp_proxy passes on.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("proxy: connection cannot half-close")
+}
