@@ -494,6 +494,31 @@ func TestConnectionLimitAndPending(t *testing.T) {
 	})
 }
 
+// An HTTP/2 cluster at max_connections 1: a burst of requests before its
+// connection is up waits for it, and every request shares it.
+func TestHTTP2BurstSharesTheConnection(t *testing.T) {
+	a := newStatusApp(t, "a", 200)
+	cfg := edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a.addr}}, "c")
+	cfg.Clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		MaxConnections: wrapperspb.UInt32(1), MaxPendingRequests: wrapperspb.UInt32(100),
+	}}}
+	p, svc := edge(t, cfg, nil)
+	c := h1Client(t)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if code, body := get(t, c, svc, "/"); code != 200 {
+				t.Errorf("got %d %q", code, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := a.accepted.Load(); n != 1 {
+		t.Errorf("the app accepted %d connections, want 1", n)
+	}
+	waitMetric(t, p, 0, "trellis_proxy_upstream_requests_pending", "cluster", "c")
+}
+
 // The series of a cluster that an Apply removes are deleted.
 func TestRemovedClusterSeries(t *testing.T) {
 	a := newStatusApp(t, "a", 200)

@@ -132,7 +132,7 @@ func newMetrics(p *Proxy) *metrics {
 		Name: "trellis_proxy_upstream_retries_total", Help: "Upstream request retries, by cluster.",
 	}, []string{"cluster"})
 	m.overflow = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "trellis_proxy_upstream_overflow_total", Help: "Requests, retries and connections refused by a circuit breaker, by cluster and kind (connections, pending, requests, retries).",
+		Name: "trellis_proxy_upstream_overflow_total", Help: "Circuit-breaker overflows, by cluster and kind: requests and retries refused (max_requests; max_retries or the retry budget), upstream connections not opened at max_connections (an HTTP request then waits for one as a pending request), requests refused at max_pending_requests.",
 	}, []string{"cluster", "kind"})
 	m.upstreamActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trellis_proxy_upstream_requests_active", Help: "Upstream HTTP requests in flight, by cluster.",
