@@ -10,12 +10,14 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/balance"
 )
 
 // A cluster's load balancing, circuit breaker and outlier detection
-// settings, parsed with Envoy's defaults. This increment stores them for
-// the picker and guard that will apply them (see lb.go): requests are
-// balanced round robin and never refused.
+// settings, parsed with Envoy's defaults, and what package balance makes
+// of them (balanceConfig): the cluster's balancer applies them
+// (balancer.go).
 
 // lbSettings are a cluster's lb_policy and its configuration.
 type lbSettings struct {
@@ -177,6 +179,63 @@ func parseOutlierDetection(od *clusterv3.OutlierDetection) (outlierSettings, err
 		return o, errors.New("outlier_detection: a percentage is over 100")
 	}
 	return o, nil
+}
+
+// balanceConfig maps a cluster's parsed settings onto balance's Config,
+// for a cluster of hosts endpoints, and checks it all as balance's
+// Update will, so that a Config it would refuse is refused by compile,
+// before any balancer changes.
+func balanceConfig(lb lbSettings, l circuitLimits, o outlierSettings, hosts int) (balance.Config, error) {
+	cfg := balance.Config{
+		ChoiceCount: lb.choiceCount,
+		MinRingSize: lb.minRingSize,
+		MaxRingSize: lb.maxRingSize,
+		Breaker: balance.Thresholds{
+			MaxConnections:     l.maxConnections,
+			MaxPendingRequests: l.maxPendingRequests,
+			MaxRequests:        l.maxRequests,
+			MaxRetries:         l.maxRetries,
+		},
+	}
+	switch lb.policy {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		cfg.Policy = balance.RoundRobin
+	case clusterv3.Cluster_LEAST_REQUEST:
+		cfg.Policy = balance.LeastRequest
+	case clusterv3.Cluster_RANDOM:
+		cfg.Policy = balance.Random
+	case clusterv3.Cluster_RING_HASH:
+		cfg.Policy = balance.RingHash
+	case clusterv3.Cluster_MAGLEV:
+		cfg.Policy = balance.Maglev
+		if lb.maglevTableSize != balance.MaglevTableSize {
+			return cfg, fmt.Errorf("maglev_lb_config: table_size %d is not supported (only %d)", lb.maglevTableSize, balance.MaglevTableSize)
+		}
+		if hosts > balance.MaglevTableSize {
+			return cfg, fmt.Errorf("maglev: %d endpoints exceed the table size %d", hosts, balance.MaglevTableSize)
+		}
+	default:
+		return cfg, fmt.Errorf("lb_policy %s is not supported", lb.policy)
+	}
+	if l.retryBudget {
+		cfg.Breaker.RetryBudget = &balance.RetryBudget{BudgetPercent: l.budgetPercent, MinRetryConcurrency: l.minRetryConcurrency}
+	}
+	if o.enabled {
+		cfg.Outlier = &balance.Outlier{
+			Consecutive5xx:            o.consecutive5xx,
+			ConsecutiveGatewayFailure: o.consecutiveGatewayFailure,
+			Enforcing5xx:              o.enforcingConsecutive5xx,
+			EnforcingGatewayFailure:   o.enforcingConsecutiveGatewayFailure,
+			Interval:                  o.interval,
+			BaseEjectionTime:          o.baseEjectionTime,
+			MaxEjectionTime:           o.maxEjectionTime,
+			MaxEjectionPercent:        o.maxEjectionPercent,
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
 }
 
 // parseProtocolOptions reads what a cluster speaks over HTTP, from its

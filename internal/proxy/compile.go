@@ -21,6 +21,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/balance"
 )
 
 // Compiling a Config checks every part of it before anything runs, so
@@ -49,19 +51,29 @@ type state struct {
 type cluster struct {
 	name           string
 	connectTimeout time.Duration
-	hosts          []*host // healthy only
-	hostByAddr     map[string]*host
-	picker         picker
-	guard          guard
 	tls            *upstreamTLS // nil: plain TCP
 	proto          upstreamProtocol
 	idleTimeout    time.Duration // of pooled HTTP connections; 0: none
-	lb             lbSettings    // parsed, not applied yet (round robin)
-	limits         circuitLimits // parsed, not applied yet (admitAll)
+	lb             lbSettings
+	limits         circuitLimits
 	outlier        outlierSettings
-	poolKey        string          // the settings its HTTP pool depends on
-	pool           *pool           // set by Apply
-	m              *clusterMetrics // set by Apply
+	// balance and endpoints are what the cluster's balancer is updated
+	// with: lb, limits and outlier, and the healthy endpoints with their
+	// weights.
+	balance   balance.Config
+	endpoints []balance.Endpoint
+	poolKey   string // the settings its HTTP pool depends on
+
+	// Set by Apply: the balancer's hosts, picker and guard (the picker
+	// and guard may be replaced by Proxy.balance in tests), the pool and
+	// metrics.
+	hosts      []*host // healthy only
+	hostByAddr map[string]*host
+	picker     picker
+	guard      guard
+	bal        *balancer
+	pool       *pool
+	m          *clusterMetrics
 }
 
 type upstreamTLS struct {
@@ -246,7 +258,7 @@ func (st *state) compileCluster(c *clusterv3.Cluster, cla map[string]*endpointv3
 		"least_request_lb_config", "ring_hash_lb_config", "maglev_lb_config"); err != nil {
 		return nil, err
 	}
-	cl := &cluster{name: c.GetName(), connectTimeout: defaultConnectTimeout, guard: admitAll{}, hostByAddr: map[string]*host{}}
+	cl := &cluster{name: c.GetName(), connectTimeout: defaultConnectTimeout}
 	if d := c.GetConnectTimeout(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
 			return nil, fmt.Errorf("connect_timeout %v is not a positive duration", d.AsDuration())
@@ -290,6 +302,7 @@ func (st *state) compileCluster(c *clusterv3.Cluster, cla map[string]*endpointv3
 	}
 	// Localities and priorities are not implemented: every healthy
 	// endpoint is a host, with its weight.
+	seen := map[string]bool{}
 	for _, loc := range la.GetEndpoints() {
 		for _, lb := range loc.GetLbEndpoints() {
 			switch lb.GetHealthStatus() {
@@ -301,15 +314,16 @@ func (st *state) compileCluster(c *clusterv3.Cluster, cla map[string]*endpointv3
 			if err != nil {
 				return nil, fmt.Errorf("endpoint: %w", err)
 			}
-			if _, dup := cl.hostByAddr[addr]; dup {
+			if seen[addr] {
 				return nil, fmt.Errorf("endpoint %s listed twice", addr)
 			}
-			h := &host{addr: addr, weight: max(uint32Or(lb.GetLoadBalancingWeight(), 1), 1)}
-			cl.hosts = append(cl.hosts, h)
-			cl.hostByAddr[addr] = h
+			seen[addr] = true
+			cl.endpoints = append(cl.endpoints, balance.Endpoint{Addr: addr, Weight: max(uint32Or(lb.GetLoadBalancingWeight(), 1), 1)})
 		}
 	}
-	cl.picker = &roundRobin{hosts: cl.hosts}
+	if cl.balance, err = balanceConfig(cl.lb, cl.limits, cl.outlier, len(cl.endpoints)); err != nil {
+		return nil, err
+	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		ctx := &tlsv3.UpstreamTlsContext{}
 		if err := unpackTransportSocket(ts, ctx); err != nil {

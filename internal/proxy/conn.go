@@ -58,9 +58,16 @@ func (p *Proxy) serve(spec *listenerSpec, c net.Conn) {
 func (p *Proxy) admit(spec *listenerSpec, c net.Conn) (down net.Conn, ids []string, ok bool) {
 	down = c
 	if spec.tls != nil {
-		tc := tls.Server(c, p.serverTLS(spec.tls))
+		var hello bool
+		tc := tls.Server(c, p.serverTLS(spec.tls, &hello))
 		c.SetDeadline(time.Now().Add(handshakeTimeout))
 		if err := tc.Handshake(); err != nil {
+			if silent(err, hello) {
+				// A TCP health check (the agent's "Connect Sidecar
+				// Listening") connects and closes: no TLS was tried.
+				spec.m.tlsEmpty.Inc()
+				return nil, nil, false
+			}
 			spec.m.tlsErrors.Inc()
 			p.log.Debug("proxy: inbound handshake failed", "listener", spec.name, "remote", c.RemoteAddr(), "err", err)
 			return nil, nil, false
@@ -79,6 +86,16 @@ func (p *Proxy) admit(spec *listenerSpec, c net.Conn) (down net.Conn, ids []stri
 	return down, ids, true
 }
 
+// silent reports whether a failed handshake ended because the peer
+// closed the connection before sending any byte: crypto/tls reports a
+// clean EOF only at a record boundary, and hello says whether a
+// ClientHello (the first record) was read, so an EOF without one means
+// nothing was sent (short of a ClientHello split into several records
+// and cut after one, which no TLS client sends).
+func silent(err error, hello bool) bool {
+	return !hello && errors.Is(err, io.EOF)
+}
+
 // peerIDs are the URI SANs of tc's verified peer certificate.
 func peerIDs(tc *tls.Conn) []string {
 	certs := tc.ConnectionState().PeerCertificates
@@ -92,15 +109,17 @@ func peerIDs(tc *tls.Conn) []string {
 	return ids
 }
 
-// serverTLS is the listener's TLS configuration; the certificate and
-// roots are read from the current state at every handshake, so that
-// rotated secrets apply to the next connection. Session tickets are off:
-// every connection is verified against the current roots.
-func (p *Proxy) serverTLS(d *downstreamTLS) *tls.Config {
+// serverTLS is the listener's TLS configuration for one connection; the
+// certificate and roots are read from the current state at every
+// handshake, so that rotated secrets apply to the next connection.
+// Session tickets are off: every connection is verified against the
+// current roots. *hello is set once the client's ClientHello was read.
+func (p *Proxy) serverTLS(d *downstreamTLS, hello *bool) *tls.Config {
 	return &tls.Config{
 		MinVersion:             d.minVersion,
 		SessionTicketsDisabled: true,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			*hello = true
 			st := p.cur.Load()
 			cert, roots := st.certs[d.certSecret], st.roots[d.rootsSecret]
 			if cert == nil || roots == nil {

@@ -268,7 +268,7 @@ func (x *exchange) attempt(h *host, body io.ReadCloser, policy *retryPolicy, n i
 		ctx, cancel = context.WithCancelCause(x.ctx)
 		x.armTry(policy.perTry, cancel)
 	}
-	req := x.r.WithContext(ctx)
+	req := x.r.WithContext(cl.connContext(ctx)) // pending requests: see balancer.go
 	u := &x.url
 	if n > 0 {
 		// The transport may still read the previous attempt's URL.

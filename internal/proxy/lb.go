@@ -2,24 +2,27 @@ package proxy
 
 import (
 	"sync/atomic"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/balance"
 )
 
 // The seam for load balancing and resiliency. A cluster chooses its
 // hosts through a picker and asks its guard before it sends a request,
 // retries or opens a connection, and tells it how each attempt ended.
-// This increment implements them as round robin over the healthy hosts
-// and a guard that always admits; the cluster's lb_policy,
-// circuit_breakers and outlier_detection are parsed into cluster.lb,
-// cluster.limits and cluster.outlier for the implementations that will
-// honour them (see compileCluster).
+// Both are a balancer (balancer.go): the cluster's lb_policy,
+// circuit_breakers and outlier_detection applied by package balance,
+// with state that a cluster keeps across Configs.
 
-// host is one endpoint of a cluster. A host belongs to one applied
-// Config: the next Apply makes new ones.
+// host is one endpoint of a cluster. The balancer keeps the same *host
+// for an address across Configs while the address stays listed, so a
+// host's counts and outlier state carry over an Apply.
 type host struct {
-	addr   string // host:port
-	weight uint32 // load_balancing_weight, at least 1
+	addr string // host:port
+	// bh is the balancer's view of the host: requests in flight (what
+	// least-request balancing reads) and outlier state.
+	bh *balance.Host
 	// active counts the attempts in flight to the host (started, not
-	// ended): what least-request balancing reads.
+	// ended).
 	active atomic.Int64
 }
 
@@ -30,40 +33,20 @@ type pickRequest struct {
 	hash    uint64
 	hasHash bool
 	// exclude, if not nil, rejects hosts (retry_host_predicate
-	// previous_hosts rejects those already tried): the picker picks
-	// again, attempts times in all, then returns its last choice anyway,
-	// as Envoy does (host_selection_retry_max_attempts).
+	// previous_hosts rejects those already tried). The balancer honours
+	// it whenever a host it does not reject is available, which covers
+	// Envoy's host_selection_retry_max_attempts re-picks (attempts is
+	// their number; the balancer need not count them).
 	exclude  func(*host) bool
 	attempts int
 }
 
 // picker chooses a cluster's host for each request (and each tcp_proxy
 // connection). It returns nil when the cluster has no host to offer. It
-// is built at Apply and must be safe for concurrent use; pick is on the
-// request path and should not allocate.
+// must be safe for concurrent use; pick is on the request path and
+// should not allocate.
 type picker interface {
 	pick(req pickRequest) *host
-}
-
-// roundRobin takes the hosts in turn, ignoring weights and hash keys.
-type roundRobin struct {
-	hosts []*host
-	next  atomic.Uint64
-}
-
-func (rr *roundRobin) pick(req pickRequest) *host {
-	n := uint64(len(rr.hosts))
-	if n == 0 {
-		return nil
-	}
-	var h *host
-	for range max(req.attempts, 1) {
-		h = rr.hosts[(rr.next.Add(1)-1)%n]
-		if req.exclude == nil || !req.exclude(h) {
-			return h
-		}
-	}
-	return h
 }
 
 // failure is how an attempt ended without a response.
@@ -95,6 +78,24 @@ func (o outcome) gatewayError() bool {
 	return o.status == 502 || o.status == 503 || o.status == 504
 }
 
+// result is what outlier detection makes of o; false when o says
+// nothing of the host: an overflow sent nothing to it, and a cancelled
+// attempt was ended by the downstream or the route timeout, not by the
+// host.
+func (o outcome) result() (balance.Outcome, bool) {
+	switch o.failure {
+	case failNone:
+		return balance.Status(o.status), true
+	case failConnect:
+		return balance.ConnectFailure, true
+	case failReset:
+		return balance.Reset, true
+	case failTimeout:
+		return balance.Timeout, true
+	}
+	return balance.Success, false
+}
+
 // guard is a cluster's admission control and accounting: circuit
 // breakers (max_connections, max_pending_requests, max_requests,
 // max_retries or the retry budget) and outlier detection. Its methods
@@ -104,8 +105,11 @@ func (o outcome) gatewayError() bool {
 // connectionClosed) call; a false one is not, and the proxy counts it in
 // trellis_proxy_upstream_overflow_total{kind}: "requests" answers the
 // request 503 with x-envoy-overloaded, "retries" ends the retries with
-// the last response, "connections" fails the attempt (a connect failure
-// that is not retried).
+// the last response, "connections" makes an HTTP request wait for a
+// connection as a pending request (a guard that is a connWaiter; one
+// that is not, and a tcp_proxy connection, fail the attempt at once: a
+// connect failure that is not retried), "pending" fails a request that
+// would have waited beyond max_pending_requests.
 type guard interface {
 	// admitRequest is asked once per downstream request routed to the
 	// cluster, before any host is picked.
@@ -128,7 +132,8 @@ type guard interface {
 	attemptEnded(h *host, o outcome)
 }
 
-// admitAll is the guard of this increment: no limits, no ejections.
+// admitAll is a guard with no limits and no ejections, for tests that
+// replace a cluster's guard.
 type admitAll struct{}
 
 func (admitAll) admitRequest() bool          { return true }

@@ -7,15 +7,21 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/balance"
 )
 
 // metrics is a Proxy's own Prometheus registry. Label values are resolved
 // once per Apply (listenerMetrics, clusterMetrics), so that connections
-// and requests only touch atomic counters.
+// and requests only touch atomic counters. The series of a cluster are
+// deleted when an Apply removes it; those that balancers keep (outlier
+// ejections, pending requests) are read from them at each scrape
+// (balanceCollector).
 type metrics struct {
 	reg *prometheus.Registry
 
 	conns, denied, tlsErrors *prometheus.CounterVec // {listener}
+	tlsEmpty                 *prometheus.CounterVec // {listener}
 	active                   *prometheus.GaugeVec   // {listener}
 	bytes                    *prometheus.CounterVec // {listener, direction}
 	duration                 *prometheus.HistogramVec
@@ -33,6 +39,7 @@ type metrics struct {
 // listenerMetrics are one listener's series, resolved.
 type listenerMetrics struct {
 	conns, denied, tlsErrors prometheus.Counter
+	tlsEmpty                 prometheus.Counter
 	rx, tx                   prometheus.Counter
 	active                   prometheus.Gauge
 	duration                 prometheus.Observer
@@ -75,7 +82,7 @@ func (cc *codeCounters) inc(code int) {
 	ref.c.Inc()
 }
 
-func newMetrics() *metrics {
+func newMetrics(p *Proxy) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trellis_proxy_connections_total", Help: "Connections accepted, by listener.",
@@ -87,7 +94,11 @@ func newMetrics() *metrics {
 		Name: "trellis_proxy_connections_denied_total", Help: "Connections refused by intentions (network RBAC), by listener.",
 	}, []string{"listener"})
 	m.tlsErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "trellis_proxy_tls_errors_total", Help: "Failed inbound TLS handshakes (bad or no client certificate, SAN mismatch), by listener.",
+		Name: "trellis_proxy_tls_errors_total", Help: "Failed inbound TLS handshakes (bad or no client certificate, SAN mismatch), by listener; connections closed before sending a byte are not counted.",
+	}, []string{"listener"})
+	m.tlsEmpty = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_tls_empty_connections_total",
+		Help: "Inbound connections to TLS listeners closed before sending any byte, as TCP health checks do, by listener.",
 	}, []string{"listener"})
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trellis_proxy_upstream_connect_errors_total", Help: "Failed upstream dials and TLS handshakes, by cluster.",
@@ -126,8 +137,9 @@ func newMetrics() *metrics {
 	m.upstreamActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trellis_proxy_upstream_requests_active", Help: "Upstream HTTP requests in flight, by cluster.",
 	}, []string{"cluster"})
-	m.reg.MustRegister(m.conns, m.active, m.denied, m.tlsErrors, m.upstreamErrors, m.bytes, m.duration, applies,
-		m.requests, m.responses, m.requestDuration, m.requestsDenied, m.retries, m.overflow, m.upstreamActive)
+	m.reg.MustRegister(m.conns, m.active, m.denied, m.tlsErrors, m.tlsEmpty, m.upstreamErrors, m.bytes, m.duration, applies,
+		m.requests, m.responses, m.requestDuration, m.requestsDenied, m.retries, m.overflow, m.upstreamActive,
+		newBalanceCollector(p))
 	return m
 }
 
@@ -136,6 +148,7 @@ func (m *metrics) listener(name string) *listenerMetrics {
 		conns:           m.conns.WithLabelValues(name),
 		denied:          m.denied.WithLabelValues(name),
 		tlsErrors:       m.tlsErrors.WithLabelValues(name),
+		tlsEmpty:        m.tlsEmpty.WithLabelValues(name),
 		rx:              m.bytes.WithLabelValues(name, "rx"),
 		tx:              m.bytes.WithLabelValues(name, "tx"),
 		active:          m.active.WithLabelValues(name),
@@ -166,6 +179,52 @@ func (m *metrics) resolve(st *state) {
 	}
 	for name, cl := range st.clusters {
 		cl.m = m.cluster(name)
+	}
+}
+
+// forgetCluster deletes the series of a cluster that an Apply removed,
+// so that a proxy whose upstreams come and go does not keep them all.
+// Requests still in flight on it count in series no longer exported.
+func (m *metrics) forgetCluster(name string) {
+	m.upstreamErrors.DeleteLabelValues(name)
+	m.retries.DeleteLabelValues(name)
+	m.upstreamActive.DeleteLabelValues(name)
+	for _, kind := range []string{"requests", "retries", "connections", "pending"} {
+		m.overflow.DeleteLabelValues(name, kind)
+	}
+}
+
+// balanceCollector exports what the clusters' balancers count, at each
+// scrape: the series of a cluster go with its balancer.
+type balanceCollector struct {
+	p                                *Proxy
+	ejections, ejectionsActive, pend *prometheus.Desc
+}
+
+func newBalanceCollector(p *Proxy) *balanceCollector {
+	return &balanceCollector{
+		p: p,
+		ejections: prometheus.NewDesc("trellis_proxy_outlier_ejections_total",
+			"Hosts ejected by outlier detection, by cluster.", []string{"cluster"}, nil),
+		ejectionsActive: prometheus.NewDesc("trellis_proxy_outlier_ejections_active",
+			"Hosts ejected by outlier detection right now, by cluster.", []string{"cluster"}, nil),
+		pend: prometheus.NewDesc("trellis_proxy_upstream_requests_pending",
+			"Upstream HTTP requests waiting for a connection (max_connections reached), by cluster.", []string{"cluster"}, nil),
+	}
+}
+
+func (c *balanceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.ejections
+	ch <- c.ejectionsActive
+	ch <- c.pend
+}
+
+func (c *balanceCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, b := range *c.p.balancers.Load() {
+		s := b.bc.Stats()
+		ch <- prometheus.MustNewConstMetric(c.ejections, prometheus.CounterValue, float64(s.EjectionsTotal), name)
+		ch <- prometheus.MustNewConstMetric(c.ejectionsActive, prometheus.GaugeValue, float64(s.EjectionsActive), name)
+		ch <- prometheus.MustNewConstMetric(c.pend, prometheus.GaugeValue, float64(s.InUse[balance.PendingRequests]), name)
 	}
 }
 

@@ -7,10 +7,10 @@
 // HTTP/2 (ALPN over TLS, prior knowledge in plaintext), per-request RBAC,
 // routing by virtual host and route, retries, timeouts and header
 // rewrites, to clusters whose connections are pooled (upstream.go).
-// Hosts are chosen round robin over the healthy endpoints; localities and
-// priorities are ignored, and the cluster's load balancing policy,
-// circuit breakers and outlier detection are parsed but not applied yet
-// (lb.go is the seam that will apply them).
+// Each cluster's balancer (balancer.go, over package balance) picks its
+// hosts among the healthy endpoints by the cluster's lb_policy, and
+// applies its circuit breakers and outlier detection; localities and
+// priorities are ignored.
 package proxy
 
 import (
@@ -57,6 +57,10 @@ type Proxy struct {
 
 	applyMu sync.Mutex       // serialises Apply and Close
 	pools   map[string]*pool // guarded by applyMu; by cluster name
+	// balancers are the clusters' balancers by name, kept across
+	// Configs; replaced whole by Apply (with applyMu held), read by the
+	// metrics collector.
+	balancers atomic.Pointer[map[string]*balancer]
 
 	mu        sync.Mutex
 	closed    bool                     // guarded by mu
@@ -70,11 +74,10 @@ type Proxy struct {
 	wg       sync.WaitGroup
 	handlers gate
 
-	// balance, if set before the first Apply, gives each cluster of
-	// each Config its picker and guard (default: round robin, admitAll):
-	// where load balancing and resiliency plug in. Apply calls it with
-	// applyMu held, once the Config can no longer be refused, so it may
-	// update state kept across Configs.
+	// balance, if set before the first Apply, replaces the picker and
+	// guard of each cluster of each Config (tests): it is called with
+	// the cluster's balancer as both, with applyMu held, once the Config
+	// can no longer be refused.
 	balance func(*cluster) (picker, guard)
 }
 
@@ -95,22 +98,25 @@ func New(opts Options) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{
+	p := &Proxy{
 		log:       log,
-		metrics:   newMetrics(),
 		pools:     map[string]*pool{},
 		listeners: map[string]*liveListener{},
 		conns:     map[net.Conn]struct{}{},
 		done:      make(chan struct{}),
 		handlers:  gate{drain: make(chan struct{})},
 	}
+	p.balancers.Store(&map[string]*balancer{})
+	p.metrics = newMetrics(p)
+	return p
 }
 
 // Apply replaces the running configuration with cfg: listeners are
 // opened, changed or closed, and new connections and requests use the
 // new routes, clusters, endpoints and certificates, while established
 // connections and requests in flight carry on. A cfg that cannot be
-// applied is an error and changes nothing (the xDS client NACKs it).
+// applied is an error and changes nothing (the xDS client NACKs it),
+// the clusters' balancing state included.
 //
 // A listener whose address is unchanged keeps its socket and takes its
 // new filters for new connections (and, for HTTP, for the next requests
@@ -119,7 +125,9 @@ func New(opts Options) *Proxy {
 // listener are left to finish (HTTP ones are drained: idle connections
 // closed, HTTP/2 ones sent GOAWAY). A cluster whose transport settings
 // (TLS, protocol, connect timeout) are unchanged keeps its pooled
-// connections.
+// connections, and every cluster that keeps its name keeps its
+// balancer: round-robin position, requests in flight, circuit-breaker
+// counts, outlier ejections.
 func (p *Proxy) Apply(cfg Config) (err error) {
 	defer func() {
 		if err != nil {
@@ -132,7 +140,6 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	p.metrics.resolve(st)
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	p.mu.Lock()
@@ -161,6 +168,8 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 	}
 
 	// Nothing can fail from here on.
+	p.metrics.resolve(st)
+	p.commitBalancers(st)
 	if p.balance != nil {
 		for _, cl := range st.clusters {
 			cl.picker, cl.guard = p.balance(cl)

@@ -91,7 +91,11 @@ func (e *dialError) Unwrap() error { return e.err }
 var errOverflow = errors.New("connection limit reached")
 
 // dialPooled opens a connection for cluster's pool, asking the current
-// Config's cluster (if it still has one of that name) for admission.
+// Config's cluster (if it still has one of that name) for admission. At
+// max_connections, a guard that can make the dial wait as a pending
+// request (connWaiter, see balancer.go) does; an error says the request
+// gets no connection from this dial: net/http delivers it to the request
+// only if that is still waiting for one.
 func (p *Proxy) dialPooled(ctx context.Context, cluster, addr string, timeout time.Duration, u *upstreamTLS) (net.Conn, error) {
 	st := p.cur.Load()
 	cl := st.clusters[cluster]
@@ -101,11 +105,20 @@ func (p *Proxy) dialPooled(ctx context.Context, cluster, addr string, timeout ti
 	}
 	var onClose func()
 	if h != nil {
-		if !cl.guard.admitConnection(h) {
-			cl.m.overflowConnections.Inc()
-			return nil, &dialError{err: errOverflow, overflow: true}
-		}
 		g := cl.guard
+		if !g.admitConnection(h) {
+			cl.m.overflowConnections.Inc()
+			w, ok := g.(connWaiter)
+			if !ok {
+				return nil, &dialError{err: errOverflow, overflow: true}
+			}
+			if err := w.awaitConnection(ctx, timeout); err != nil {
+				if errors.Is(err, errPendingOverflow) {
+					cl.m.overflowPendingRequests.Inc()
+				}
+				return nil, &dialError{err: fmt.Errorf("%w: %w", errOverflow, err), overflow: true}
+			}
+		}
 		onClose = func() { g.connectionClosed(h) }
 	}
 	c, _, err := p.connect(ctx, st, addr, timeout, u, onClose)
