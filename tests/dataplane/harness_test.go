@@ -18,7 +18,10 @@ package dataplane
 // sidecar's /stats counts there is the test's own doing.
 //
 // App is a line-echo TCP application that counts what reaches it; an L7
-// test runs its own HTTP or gRPC server instead and registers its port.
+// test runs an HTTPApp (httpapp_test.go: answers with its name, can fail
+// or hold requests on demand) or its own gRPC server instead and
+// registers its port; startHTTPPool builds web and n instances of an
+// http db.
 // ServiceOptions.Customize sets anything else on a registration, and
 // PutConfigEntry writes any config entry (service-defaults,
 // service-resolver, service-router, mesh) as JSON.
