@@ -897,8 +897,8 @@ func TestL7BadConfigRefused(t *testing.T) {
 	}
 }
 
-// Cluster settings that the load balancing and resiliency seam will use
-// are accepted and parsed with Envoy's defaults.
+// Cluster settings of load balancing and resiliency are parsed with
+// Envoy's defaults (balancer_test.go shows them applied).
 func TestClusterSettingsParsed(t *testing.T) {
 	c := plainCluster("c", false)
 	c.LbPolicy = clusterv3.Cluster_RING_HASH
