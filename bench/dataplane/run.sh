@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # functions called through traps and wait_for
 # Measures the data plane with fortio and writes bench/results-dataplane.md:
 # latency added to an HTTP echo by one HAProxy hop and by the two Trellis
 # sidecars (mTLS between them) in L4 (tcp) and L7 (http) mode, the
@@ -23,6 +24,10 @@
 # Everything listens on 127.0.0.1 on ports the OS picks and is stopped
 # when the script ends, however it ends.
 set -euo pipefail
+
+# The script is one compound command, which bash reads whole before it
+# runs it: changing the file during a run (a checkout) cannot break it.
+{
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -197,7 +202,8 @@ set_mode() {
 # once its L7 engine does; until then it proxies them as TCP.
 set_mode http
 probe "http://127.0.0.1:$upstream_port/echo"
-if curl -sS --fail --max-time 2 "${admin[client]}/stats" | grep -q '^trellis_proxy_http_requests_total'; then
+if curl -sS --fail --max-time 2 "${admin[client]}/stats" |
+	awk '/^trellis_proxy_http_requests_total[{ ]/ && $NF > 0 {found=1} END {exit !found}'; then
 	l7_engine=yes
 else
 	l7_engine=no
@@ -325,3 +331,5 @@ done
 } >>"$work/meta.txt"
 "$work/dpbench" report -dir "$work" -clk-tck "$(getconf CLK_TCK)" -out "$OUT"
 log "wrote $OUT"
+exit
+}

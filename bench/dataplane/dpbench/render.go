@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -34,6 +35,15 @@ func render(m meta, s *summary, runs []*loadRun) string {
 		w(" The sidecar served the `http` listeners as HTTP in this run (`trellis_proxy_http_requests_total` counted the probe).")
 	}
 	w("\n\n")
+	w("Round r runs the paths starting from the r-th (rotated), so no path always follows the same one. ")
+	other := make([]float64, len(runs))
+	for i, r := range runs {
+		other[i] = r.Other
+	}
+	w("Other work on the machine (CPU time of processes other than fortio, the echo server, the proxies and the agent; "+
+		"column *other cores* in the last tables): median %.2f cores, highest %.2f, of %s. ",
+		median(other), slices.Max(other), m.get("nproc"))
+	w("Figures taken while the machine was busy with other work are lower (max QPS) and noisier (p99) than on a quiet one.\n\n")
 
 	renderMain(&b, m, s)
 	renderTargets(&b, m, s)
