@@ -11,25 +11,25 @@ import (
 // startProxyConfig starts the proxy snapshot manager (internal/proxycfg)
 // that feeds the xDS server: a snapshot per local connect-proxy, rebuilt
 // on every change to what it was built from. Until a proxy registers it
-// is one goroutine waiting for the services to change: it asks for no
-// leaf. Its goroutines end at Close.
+// is one goroutine waiting for the services to change (two on a client
+// agent): it asks for no leaf and sends no query. Its goroutines end at
+// Close.
 //
-// It runs where the store holds the datacenter's catalog and config
-// entries: on a server (a dev agent included). A client agent has no
-// store; it will need the manager's reads served by blocking queries to
-// the servers (health/connect per upstream, config entries, intentions)
-// instead, so it gets no snapshots yet. Nor does an agent with Connect
-// disabled, or with nothing to publish to (no gRPC port, so no xDS
-// server, and Options.ProxySnapshots unset).
+// On a server (a dev agent included) the manager reads the store, which
+// holds the datacenter's catalog and config entries. A client agent has
+// no store: it reads a mirror of what its proxies need, copied from the
+// servers by blocking queries (proxycfg_client.go). An agent with Connect
+// disabled gets no snapshots, nor does one with nothing to publish to (no
+// gRPC port, so no xDS server, and Options.ProxySnapshots unset).
 func (a *Agent) startProxyConfig(ca *caClient) {
 	out := a.opts.ProxySnapshots
 	if out == nil && a.XDS() != nil {
 		out = xdsPublisher{a.XDS(), a.logger}
 	}
-	if out == nil || a.srv == nil || a.store == nil || !a.cfg.Connect.Enabled {
+	if out == nil || !a.cfg.Connect.Enabled {
 		return
 	}
-	m := proxycfg.New(proxycfg.Sources{
+	src := proxycfg.Sources{
 		Store:       a.store,
 		CA:          ca,
 		Services:    a,
@@ -37,7 +37,17 @@ func (a *Agent) startProxyConfig(ca *caClient) {
 		Address:     a.cfg.AdvertiseAddr,
 		DefaultDeny: a.cfg.ACLEnabled && a.cfg.ACLDefaultPolicy == "deny",
 		Logger:      a.logger,
-	}, out)
+	}
+	var client *clientSources
+	switch {
+	case a.srv != nil && a.store != nil:
+	case a.rpcClient != nil:
+		client = newClientSources(a, a.serverReads, a.cfg.Datacenter, a.logger)
+		src.Store, src.Services = client.mirror.store, client
+	default:
+		return
+	}
+	m := proxycfg.New(src, out)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.wg.Add(2)
 	go func() {
@@ -49,6 +59,13 @@ func (a *Agent) startProxyConfig(ca *caClient) {
 		defer a.wg.Done()
 		m.Run(ctx)
 	}()
+	if client != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			client.Run(ctx)
+		}()
+	}
 }
 
 // xdsPublisher hands snapshots to the xDS server, in both renderings: for

@@ -43,8 +43,10 @@ type Publisher interface {
 // Sources is everything a Manager builds snapshots from.
 type Sources struct {
 	// Store is the state store the catalog and config entries are read
-	// from. It must hold the datacenter's state: a server's (or a dev
-	// agent's) store; a client agent has none.
+	// from. It must hold what the proxies' snapshots are built from: a
+	// server's (or a dev agent's) store, or on a client agent, which has
+	// none, a mirror of the config entries and of the upstreams'
+	// instances, copied from the servers.
 	Store *state.Store
 	// CA gives the roots and the leaves.
 	CA CA
