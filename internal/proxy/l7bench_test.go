@@ -164,6 +164,7 @@ type load struct {
 	conc    int
 	qps     float64 // in all; 0: closed loop
 	payload []byte  // POSTed if not empty, else GET
+	newConn bool    // a connection per request
 }
 
 // loadResult is what a run measured.
@@ -179,7 +180,7 @@ type loadResult struct {
 // run sends n requests to target and measures them, after a warm-up that
 // opens the connections.
 func (l load) run(b *testing.B, target net.Addr, n int) loadResult {
-	tr := &http.Transport{MaxIdleConnsPerHost: l.conc, DisableCompression: true}
+	tr := &http.Transport{MaxIdleConnsPerHost: l.conc, DisableCompression: true, DisableKeepAlives: l.newConn}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
 	url := "http://" + target.String() + "/bench"
@@ -322,6 +323,9 @@ func BenchmarkPairHTTP1Rate1000C4(b *testing.B) {
 }
 func BenchmarkPairTCP(b *testing.B)       { benchmarkL4(b, load{conc: 1, payload: kib}) }
 func BenchmarkPairTCPConc16(b *testing.B) { benchmarkL4(b, load{conc: 16, payload: kib}) }
+func BenchmarkPairTCPNewConnConc16(b *testing.B) {
+	benchmarkL4(b, load{conc: 16, payload: kib, newConn: true})
+}
 func BenchmarkPairTCPRate1000C16(b *testing.B) {
 	benchmarkL4(b, load{conc: 16, qps: 1000, payload: kib})
 }
