@@ -193,8 +193,19 @@ func pipe(a, b net.Conn, idle time.Duration, rx, tx prometheus.Counter) {
 	closeBoth()
 }
 
+// pipeBufs are the copy buffers of tcp_proxy connections, shared so
+// that a connection's end hands its buffers to the next one rather than
+// to the GC. 16 KiB is a TLS record's payload: a read from the mTLS side
+// never returns more.
+var pipeBufs = sync.Pool{New: func() any {
+	b := make([]byte, 16<<10)
+	return &b
+}}
+
 func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBoth func(), bytes prometheus.Counter) {
-	buf := make([]byte, 32<<10)
+	bufp := pipeBufs.Get().(*[]byte)
+	defer pipeBufs.Put(bufp)
+	buf := *bufp
 	for {
 		if idle > 0 {
 			src.SetReadDeadline(time.Now().Add(idle))
