@@ -206,13 +206,24 @@ func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBo
 	bufp := pipeBufs.Get().(*[]byte)
 	defer pipeBufs.Put(bufp)
 	buf := *bufp
+	// src's read deadline is moved on by the reads only once an eighth
+	// of idle has passed since it was set, rather than on each read (a
+	// timer update each time); one that fires early is set again to the
+	// last activity either way plus idle.
+	var deadline time.Time
+	if idle > 0 {
+		deadline = time.Now().Add(idle)
+		src.SetReadDeadline(deadline)
+	}
 	for {
-		if idle > 0 {
-			src.SetReadDeadline(time.Now().Add(idle))
-		}
 		n, err := src.Read(buf)
 		if n > 0 {
-			last.Store(time.Now().UnixNano())
+			now := time.Now()
+			last.Store(now.UnixNano())
+			if idle > 0 && deadline.Sub(now) < idle-idle/8 {
+				deadline = now.Add(idle)
+				src.SetReadDeadline(deadline)
+			}
 			bytes.Add(float64(n))
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				closeBoth()
@@ -227,8 +238,11 @@ func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBo
 			}
 			return
 		case idle > 0 && isTimeout(err):
-			if time.Since(time.Unix(0, last.Load())) < idle {
-				continue // the other direction is busy
+			if l := time.Unix(0, last.Load()); time.Since(l) < idle {
+				// Set early, or the other direction is busy.
+				deadline = l.Add(idle)
+				src.SetReadDeadline(deadline)
+				continue
 			}
 			closeBoth()
 			return
