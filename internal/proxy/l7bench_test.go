@@ -67,6 +67,19 @@ const payloadSize = 1 << 10
 // benchApp is db's application: it echoes the request body (fortio's
 // echo server), or answers a short text to a request without one.
 func benchApp(b *testing.B) net.Addr {
+	hello := []byte("hello from the app")
+	return benchAppWith(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if len(body) == 0 {
+			body = hello
+		}
+		w.Header()["Content-Type"] = []string{"application/octet-stream"}
+		w.Write(body)
+	}))
+}
+
+// benchAppWith is an HTTP/1.1 and h2c application serving h.
+func benchAppWith(b *testing.B, h http.Handler) net.Addr {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -74,15 +87,7 @@ func benchApp(b *testing.B) net.Addr {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
-	hello := []byte("hello from the app")
-	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if len(body) == 0 {
-			body = hello
-		}
-		w.Header()["Content-Type"] = []string{"application/octet-stream"}
-		w.Write(body)
-	})}
+	srv := &http.Server{Protocols: &protos, Handler: h}
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Serve(ln) })
 	b.Cleanup(func() {
@@ -519,4 +524,101 @@ func (s *benchSidecar) rss(b *testing.B, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, s.pid)
 	return 0
+}
+
+// BenchmarkPairStreams holds 200 responses open through the L7 pair (the
+// app sends a byte, then waits: a gRPC stream, an event stream, a long
+// poll) and reports the memory each costs the process, client and app
+// included (B/stream: heap and stacks in use), stacks apart. Each
+// iteration uses a pair of its own.
+func BenchmarkPairStreams(b *testing.B) {
+	const n = 200
+	var perStream, stackPerStream float64
+	for b.Loop() {
+		b.StopTimer()
+		release := make(chan struct{})
+		app := benchAppWith(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte("x"))
+			w.(http.Flusher).Flush()
+			<-release
+		}))
+		url := "http://" + benchPairL7(b, app, false).String() + "/stream"
+		b.StartTimer()
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC() // twice: the pools drop what they kept
+		runtime.ReadMemStats(&ms)
+		before, stacks := ms.HeapInuse+ms.StackInuse, ms.StackInuse
+		tr := &http.Transport{MaxIdleConnsPerHost: n}
+		first := make(chan error, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				req, err := http.NewRequest(http.MethodGet, url, nil)
+				if err != nil {
+					first <- err
+					return
+				}
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					first <- err
+					return
+				}
+				defer resp.Body.Close()
+				_, err = io.ReadFull(resp.Body, make([]byte, 1))
+				first <- err
+				io.Copy(io.Discard, resp.Body)
+			})
+		}
+		for range n {
+			if err := <-first; err != nil {
+				b.Error(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		perStream += float64(ms.HeapInuse+ms.StackInuse-before) / n
+		stackPerStream += float64(ms.StackInuse-stacks) / n
+		close(release)
+		wg.Wait()
+		tr.CloseIdleConnections()
+	}
+	b.ReportMetric(perStream/float64(b.N), "B/stream")
+	b.ReportMetric(stackPerStream/float64(b.N), "stack-B/stream")
+}
+
+// BenchmarkPairBulk downloads 1 MiB responses through the L7 pair, with a
+// Content-Length and chunked.
+func BenchmarkPairBulk(b *testing.B) {
+	body := make([]byte, 1<<20)
+	app := benchAppWith(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			for i := 0; i < len(body); i += 8 << 10 {
+				w.Write(body[i : i+8<<10])
+			}
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
+	}))
+	entry := benchPairL7(b, app, false)
+	tr := &http.Transport{}
+	b.Cleanup(tr.CloseIdleConnections)
+	for _, path := range []string{"/length", "/chunked"} {
+		b.Run(path[1:], func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				req, err := http.NewRequest(http.MethodGet, "http://"+entry.String()+path, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
 }
