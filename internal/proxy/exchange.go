@@ -385,10 +385,23 @@ func (x *exchange) respond(resp *http.Response, o outcome) (outcome, bool) {
 	} else {
 		fl = nil
 	}
-	bufp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bufp)
-	buf := *bufp
+	// A response waiting for its upstream (a gRPC or event stream, a
+	// long poll) waits on a small buffer: the large one is taken when a
+	// read fills the small one, and given back once a read returns less
+	// than the small one holds, a sign that the upstream has paused.
+	small := smallCopyBufs.Get().(*[]byte)
+	defer smallCopyBufs.Put(small)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			copyBufs.Put(large)
+		}
+	}()
 	for {
+		buf := *small
+		if large != nil {
+			buf = *large
+		}
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if x.idle > 0 {
@@ -400,6 +413,13 @@ func (x *exchange) respond(resp *http.Response, o outcome) (outcome, bool) {
 			if fl != nil {
 				fl.Flush()
 			}
+		}
+		switch {
+		case large == nil && n == len(buf):
+			large = copyBufs.Get().(*[]byte)
+		case large != nil && n < len(*small):
+			copyBufs.Put(large)
+			large = nil
 		}
 		if errors.Is(err, io.EOF) {
 			break
@@ -420,10 +440,19 @@ func (x *exchange) respond(resp *http.Response, o outcome) (outcome, bool) {
 // noUserAgent keeps net/http from sending a User-Agent of its own.
 var noUserAgent = []string{""}
 
-var copyBufs = sync.Pool{New: func() any {
-	b := make([]byte, 32<<10)
-	return &b
-}}
+// copyBufs and smallCopyBufs are the buffers responses are copied
+// with: a large one while the upstream's data keeps coming, a small one
+// to wait on.
+var (
+	copyBufs = sync.Pool{New: func() any {
+		b := make([]byte, 32<<10)
+		return &b
+	}}
+	smallCopyBufs = sync.Pool{New: func() any {
+		b := make([]byte, 2<<10)
+		return &b
+	}}
+)
 
 // localReply sends a reply of the proxy's own; a router's reply (one
 // with a route) gets the route's response headers too.
