@@ -212,15 +212,37 @@ func pipe(a, b net.Conn, idle time.Duration, rx, tx prometheus.Counter) {
 	closeBoth()
 }
 
+// pipeBufs are the copy buffers of tcp_proxy connections, shared so
+// that a connection's end hands its buffers to the next one rather than
+// to the GC. 16 KiB is a TLS record's payload: a read from the mTLS side
+// never returns more.
+var pipeBufs = sync.Pool{New: func() any {
+	b := make([]byte, 16<<10)
+	return &b
+}}
+
 func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBoth func(), bytes prometheus.Counter) {
-	buf := make([]byte, 32<<10)
+	bufp := pipeBufs.Get().(*[]byte)
+	defer pipeBufs.Put(bufp)
+	buf := *bufp
+	// src's read deadline is moved on by the reads only once an eighth
+	// of idle has passed since it was set, rather than on each read (a
+	// timer update each time); one that fires early is set again to the
+	// last activity either way plus idle.
+	var deadline time.Time
+	if idle > 0 {
+		deadline = time.Now().Add(idle)
+		src.SetReadDeadline(deadline)
+	}
 	for {
-		if idle > 0 {
-			src.SetReadDeadline(time.Now().Add(idle))
-		}
 		n, err := src.Read(buf)
 		if n > 0 {
-			last.Store(time.Now().UnixNano())
+			now := time.Now()
+			last.Store(now.UnixNano())
+			if idle > 0 && deadline.Sub(now) < idle-idle/8 {
+				deadline = now.Add(idle)
+				src.SetReadDeadline(deadline)
+			}
 			bytes.Add(float64(n))
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				closeBoth()
@@ -235,8 +257,11 @@ func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, closeBo
 			}
 			return
 		case idle > 0 && isTimeout(err):
-			if time.Since(time.Unix(0, last.Load())) < idle {
-				continue // the other direction is busy
+			if l := time.Unix(0, last.Load()); time.Since(l) < idle {
+				// Set early, or the other direction is busy.
+				deadline = l.Add(idle)
+				src.SetReadDeadline(deadline)
+				continue
 			}
 			closeBoth()
 			return

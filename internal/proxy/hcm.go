@@ -27,10 +27,15 @@ type httpSpec struct {
 	streamIdle time.Duration // stream_idle_timeout; 0: none
 }
 
-// serverKey is what a listener's http.Server depends on.
-func (h *httpSpec) serverKey() string {
-	return fmt.Sprintf("%v/%v", h.protocols, h.idleConn)
+// serverKey is what a listener's http.Server depends on. It is worked
+// out for every accepted connection, hence a comparable struct rather
+// than a formatted string.
+type serverKey struct {
+	protocols http.Protocols
+	idleConn  time.Duration
 }
+
+func (h *httpSpec) serverKey() serverKey { return serverKey{h.protocols, h.idleConn} }
 
 func (st *state) compileHCM(c *hcmv3.HttpConnectionManager, dtls *downstreamTLS) (*httpSpec, error) {
 	if err := onlyFields(c, "codec_type", "stat_prefix", "route_config", "rds", "http_filters", "local_reply_config",

@@ -21,7 +21,7 @@ import (
 
 // httpServer is a listener's http.Server, fed by connQueue.
 type httpServer struct {
-	key string // httpSpec.serverKey it was made for
+	key serverKey // httpSpec.serverKey it was made for
 	hs  *http.Server
 	ln  *connQueue
 }
@@ -154,8 +154,17 @@ func (p *Proxy) httpServerFor(l *liveListener, h *httpSpec) *httpServer {
 		Protocols:      &protos,
 		IdleTimeout:    h.idleConn,
 		MaxHeaderBytes: 60 << 10, // Envoy's max_request_headers_kb
-		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: 1024},
-		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 1024,
+			// HTTP/2's default frame size, as Envoy's, rather than
+			// net/http's 1 MiB: a Go client sizes its per-request write
+			// buffer by the peer's setting (up to 512 KiB for a body of
+			// unknown length, gRPC streams included) and the server's
+			// read buffer grows to the largest frame received. 16 KiB
+			// frames keep both small and still fill a TLS record.
+			MaxReadFrameSize: 16 << 10,
+		},
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, httpConnOf(c))
 		},

@@ -67,8 +67,6 @@ func (p *Proxy) newPool(cl *cluster) *pool {
 		MaxIdleConnsPerHost: 1 << 12,
 		IdleConnTimeout:     cl.idleTimeout,
 		DisableCompression:  true,
-		WriteBufferSize:     16 << 10,
-		ReadBufferSize:      16 << 10,
 	}
 	if u != nil {
 		pl.scheme = "https"

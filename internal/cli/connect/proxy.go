@@ -44,6 +44,10 @@ Usage: trellis connect proxy [options] (-sidecar-for SERVICE-ID | -proxy-id ID)
   (connections, bytes, denials, TLS and upstream errors, configuration
   applies) in the Prometheus text format.
 
+  The Go runtime's GOGC, GOMEMLIMIT and GOMAXPROCS environment
+  variables apply: GOGC=50 trades about twice the garbage collector's
+  CPU for a few MiB less memory, GOGC=200 the other way round.
+
       $ trellis connect proxy -sidecar-for web-1
 `
 
@@ -55,6 +59,17 @@ type dataPlane interface {
 	Metrics() http.Handler // Prometheus exposition
 }
 
+// proxyCommand leaves the Go runtime's garbage collector at its
+// defaults, measured against the alternatives (a sidecar pair on 2
+// cores, 1 KiB POSTs at 1000 requests/s from 16 clients, then closed
+// loop): with GOGC=100 each sidecar's live heap is about 5 MB and its
+// anonymous RSS 14.5 MiB under load, GC about 10% of its CPU. GOGC=50
+// saves 3 MiB and doubles the GC's CPU; GOGC=200 halves it for 5 MiB
+// more, GOGC=400 for 15 MiB more. A memory limit low enough to matter
+// (GOMEMLIMIT) would make the GC run flat out, up to half the CPU, in a
+// sidecar whose connections legitimately need more, and the sidecar
+// cannot know what its host grants it. Operators set GOGC and
+// GOMEMLIMIT in the environment, which the runtime reads itself.
 func proxyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
