@@ -6,54 +6,16 @@ import (
 	"testing"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/trellis-mesh/trellis/internal/configentry"
 	"github.com/trellis-mesh/trellis/internal/proxy/balance"
 	"github.com/trellis-mesh/trellis/internal/proxycfg"
-	"github.com/trellis-mesh/trellis/internal/xds/generate"
 )
 
 // The generator/proxy contract: what xds/generate makes of a snapshot
 // with the resiliency settings of the config entries, applied to the
 // proxy and carrying traffic.
-
-// generated is every resource generate makes of snap, route
-// configurations included, its listeners on port 0.
-func generated(t *testing.T, snap *proxycfg.Snapshot) Config {
-	t.Helper()
-	rs, err := generate.Resources(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg Config
-	for _, r := range rs[resource.ListenerType] {
-		l := proto.Clone(r).(*listenerv3.Listener)
-		l.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 0}
-		cfg.Listeners = append(cfg.Listeners, l)
-	}
-	for _, r := range rs[resource.ClusterType] {
-		cfg.Clusters = append(cfg.Clusters, r.(*clusterv3.Cluster))
-	}
-	for _, r := range rs[resource.EndpointType] {
-		cfg.Endpoints = append(cfg.Endpoints, r.(*endpointv3.ClusterLoadAssignment))
-	}
-	for _, r := range rs[resource.RouteType] {
-		cfg.Routes = append(cfg.Routes, r.(*routev3.RouteConfiguration))
-	}
-	for _, r := range rs[resource.SecretType] {
-		cfg.Secrets = append(cfg.Secrets, r.(*tlsv3.Secret))
-	}
-	return cfg
-}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -64,7 +26,7 @@ func TestGeneratedResiliencyContract(t *testing.T) {
 		snap := snapshot(service, authority.leaf(t, td, service), roots, app.(*net.TCPAddr).Port)
 		snap.Protocol = protocol
 		snap.DefaultAllow = true
-		return addr(t, newProxy(t, generated(t, snap)), publicName())
+		return addr(t, newProxy(t, configOf(t, snap)), publicName())
 	}
 	// Two instances of api; the first fails on /flaky.
 	var apiSidecars []net.Addr
@@ -99,7 +61,7 @@ func TestGeneratedResiliencyContract(t *testing.T) {
 
 	webSnap := snapshot("web", authority.leaf(t, td, "web"), roots, newEcho(t).port())
 	webSnap.Upstreams = []proxycfg.Upstream{api, greeter}
-	web := newProxy(t, generated(t, webSnap))
+	web := newProxy(t, configOf(t, webSnap))
 	apiCluster, greeterCluster := clusterName("api"), clusterName("greeter")
 
 	t.Run("settings", func(t *testing.T) {

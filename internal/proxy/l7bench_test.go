@@ -20,16 +20,7 @@ import (
 	"testing"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/trellis-mesh/trellis/internal/proxycfg"
-	"github.com/trellis-mesh/trellis/internal/xds/generate"
 )
 
 // Benchmarks of a sidecar pair: a client of web's upstream listener,
@@ -127,41 +118,17 @@ func benchPairL4(b *testing.B, app net.Addr) net.Addr {
 	dbSnap.DefaultAllow = true
 	db := New(Options{})
 	b.Cleanup(func() { db.Close() })
-	if err := db.Apply(benchConfigOf(b, dbSnap)); err != nil {
+	if err := db.Apply(configOf(b, dbSnap)); err != nil {
 		b.Fatal(err)
 	}
 	webSnap := snapshot("web", authority.leaf(b, td, "web"), roots, appPort)
 	webSnap.Upstreams = []proxycfg.Upstream{upstream("db", db.ListenerAddr(publicName()))}
 	web := New(Options{})
 	b.Cleanup(func() { web.Close() })
-	if err := web.Apply(benchConfigOf(b, webSnap)); err != nil {
+	if err := web.Apply(configOf(b, webSnap)); err != nil {
 		b.Fatal(err)
 	}
 	return web.ListenerAddr(upstreamName(webSnap.Upstreams[0]))
-}
-
-// benchConfigOf generates snap's resources, listeners on port 0.
-func benchConfigOf(b *testing.B, snap *proxycfg.Snapshot) Config {
-	rs, err := generate.Resources(snap)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var cfg Config
-	for _, r := range rs[resource.ListenerType] {
-		l := proto.Clone(r).(*listenerv3.Listener)
-		l.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 0}
-		cfg.Listeners = append(cfg.Listeners, l)
-	}
-	for _, r := range rs[resource.ClusterType] {
-		cfg.Clusters = append(cfg.Clusters, r.(*clusterv3.Cluster))
-	}
-	for _, r := range rs[resource.EndpointType] {
-		cfg.Endpoints = append(cfg.Endpoints, r.(*endpointv3.ClusterLoadAssignment))
-	}
-	for _, r := range rs[resource.SecretType] {
-		cfg.Secrets = append(cfg.Secrets, r.(*tlsv3.Secret))
-	}
-	return cfg
 }
 
 // load is a run of HTTP/1.1 keep-alive clients.
@@ -433,7 +400,7 @@ func runBenchSidecar(b *testing.B, raw string) {
 			snap.Upstreams = []proxycfg.Upstream{upstream("db", dbAddr)}
 			entry = upstreamName(snap.Upstreams[0])
 		}
-		cfg = benchConfigOf(b, snap)
+		cfg = configOf(b, snap)
 	case spec.Role == "web":
 		dbAddr, err := net.ResolveTCPAddr("tcp", spec.DB)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -158,12 +159,13 @@ func publicName() string { return generate.PublicListenerName("127.0.0.1", place
 
 func upstreamName(u proxycfg.Upstream) string { return generate.UpstreamListenerName(u) }
 
-// configOf generates snap's resources, listeners on port 0.
-func configOf(t *testing.T, snap *proxycfg.Snapshot) Config {
-	t.Helper()
+// configOf generates snap's resources, route configurations included,
+// listeners on port 0. Tests, benchmarks and the contract test share it.
+func configOf(tb testing.TB, snap *proxycfg.Snapshot) Config {
+	tb.Helper()
 	rs, err := generate.Resources(snap)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var cfg Config
 	for _, r := range rs[resource.ListenerType] {
@@ -176,6 +178,9 @@ func configOf(t *testing.T, snap *proxycfg.Snapshot) Config {
 	}
 	for _, r := range rs[resource.EndpointType] {
 		cfg.Endpoints = append(cfg.Endpoints, r.(*endpointv3.ClusterLoadAssignment))
+	}
+	for _, r := range rs[resource.RouteType] {
+		cfg.Routes = append(cfg.Routes, r.(*routev3.RouteConfiguration))
 	}
 	for _, r := range rs[resource.SecretType] {
 		cfg.Secrets = append(cfg.Secrets, r.(*tlsv3.Secret))
