@@ -6,18 +6,15 @@
 package proxyless
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os/exec"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,96 +40,11 @@ func TestMain(m *testing.M) {
 func freePort(t *testing.T) int { return testbin.FreePort(t, "127.0.0.1") }
 
 // start runs the binary with args until the test ends and returns the
-// first submatch of each pattern as the process prints it, waiting at
-// most 30 s for all.
+// first submatch of each pattern as the process prints it.
 func start(t *testing.T, args []string, patterns ...*regexp.Regexp) []string {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("%v stderr:\n%s", args[:3], stderr.String())
-		}
-	})
-	found := make(chan []string, 1)
-	go func() {
-		got := make([]string, len(patterns))
-		n := 0
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			for i, p := range patterns {
-				if m := p.FindStringSubmatch(sc.Text()); m != nil && got[i] == "" {
-					got[i] = m[1]
-					if n++; n == len(patterns) {
-						found <- got
-					}
-				}
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case got := <-found:
-		return got
-	case err := <-exited:
-		t.Fatalf("%v exited before it was ready: %v\n%s", args[:3], err, stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%v not ready within 30s\n%s", args[:3], stderr.String())
-	}
-	return nil
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the
-// test's reads at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 4000 {
-		s = "..." + s[len(s)-4000:]
-	}
-	return s
-}
-
-// eventually polls cond until it returns nil, failing after 30 s.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		<-tick.C
-	}
+	_, got := testbin.Start(t, binary, args[0]+" "+args[1], args, patterns...)
+	return got
 }
 
 // instanceService is a one-method gRPC service, Name, answering the
@@ -277,7 +189,7 @@ func TestProxylessClientBalancesAcrossHealthyInstances(t *testing.T) {
 	}
 	expect := func(what, want string) {
 		t.Helper()
-		eventually(t, what, func() error {
+		testbin.Eventually(t, what, func() error {
 			got, err := calls(30)
 			if err != nil {
 				return err
