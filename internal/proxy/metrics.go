@@ -194,6 +194,18 @@ func (m *metrics) forgetCluster(name string) {
 	}
 }
 
+// forgetListener deletes the series of a listener that an Apply
+// removed, as forgetCluster does for clusters.
+func (m *metrics) forgetListener(name string) {
+	only := prometheus.Labels{"listener": name}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{m.conns, m.denied, m.tlsErrors, m.tlsEmpty, m.active, m.bytes, m.duration,
+		m.requests, m.requestsDenied, m.responses, m.requestDuration} {
+		v.DeletePartialMatch(only)
+	}
+}
+
 // balanceCollector exports what the clusters' balancers count, at each
 // scrape: the series of a cluster go with its balancer.
 type balanceCollector struct {

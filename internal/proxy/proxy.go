@@ -214,6 +214,7 @@ func (p *Proxy) Apply(cfg Config) (err error) {
 	for name, l := range old {
 		if _, ok := st.listeners[name]; !ok {
 			stop = append(stop, l)
+			p.metrics.forgetListener(name)
 		}
 	}
 	p.mu.Lock()
