@@ -88,18 +88,43 @@ func endpointsOf(t *testing.T, a *anypb.Any) []string {
 	return out
 }
 
-func TestADSStateOfTheWorld(t *testing.T) {
-	s := New(nil)
-	if err := s.Update(snapshot(1, proxycfg.Endpoint{Address: "10.0.0.2", Port: 21000, Weight: 1})); err != nil {
-		t.Fatal(err)
-	}
-	cc := serve(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
-	defer cancel()
+// sotwStream serves snap from a new Server and opens a state-of-the-world
+// ADS stream to it, which ends within recvWithin or with the test.
+func sotwStream(t *testing.T, snap *proxycfg.Snapshot) (*Server, discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
+	t.Helper()
+	s, cc, ctx := serveSnapshot(t, snap)
 	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, stream
+}
+
+// deltaStream is sotwStream for the delta protocol.
+func deltaStream(t *testing.T, snap *proxycfg.Snapshot) (*Server, discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesClient) {
+	t.Helper()
+	s, cc, ctx := serveSnapshot(t, snap)
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, stream
+}
+
+func serveSnapshot(t *testing.T, snap *proxycfg.Snapshot) (*Server, *grpc.ClientConn, context.Context) {
+	t.Helper()
+	s := New(nil)
+	if err := s.Update(snap); err != nil {
+		t.Fatal(err)
+	}
+	cc := serve(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
+	t.Cleanup(cancel)
+	return s, cc, ctx
+}
+
+func TestADSStateOfTheWorld(t *testing.T) {
+	s, stream := sotwStream(t, snapshot(1, proxycfg.Endpoint{Address: "10.0.0.2", Port: 21000, Weight: 1}))
 	node := &corev3.Node{Id: proxyID}
 	requests := map[string][]string{
 		resource.ClusterType:  nil,
@@ -169,17 +194,7 @@ func TestADSStateOfTheWorld(t *testing.T) {
 }
 
 func TestADSDelta(t *testing.T) {
-	s := New(nil)
-	if err := s.Update(snapshot(1, proxycfg.Endpoint{Address: "10.0.0.2", Port: 21000, Weight: 1})); err != nil {
-		t.Fatal(err)
-	}
-	cc := serve(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
-	defer cancel()
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, stream := deltaStream(t, snapshot(1, proxycfg.Endpoint{Address: "10.0.0.2", Port: 21000, Weight: 1}))
 	node := &corev3.Node{Id: proxyID}
 	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatal(err)
@@ -310,17 +325,7 @@ func adminTimeoutOf(t *testing.T, a *anypb.Any) (string, time.Duration) {
 // their RDS route configurations, which the proxy then requests, and a
 // changed router reaches it.
 func TestADSRoutes(t *testing.T) {
-	s := New(nil)
-	if err := s.Update(httpSnapshot(1, 2*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	cc := serve(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
-	defer cancel()
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, stream := sotwStream(t, httpSnapshot(1, 2*time.Second))
 	node := &corev3.Node{Id: proxyID}
 	names := map[string][]string{}
 	if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType}); err != nil {
@@ -370,17 +375,7 @@ func TestADSRoutes(t *testing.T) {
 
 // Over delta ADS, a subscription to the route configuration gets it.
 func TestADSDeltaRoutes(t *testing.T) {
-	s := New(nil)
-	if err := s.Update(httpSnapshot(1, 3*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	cc := serve(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), recvWithin)
-	defer cancel()
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, stream := deltaStream(t, httpSnapshot(1, 3*time.Second))
 	node := &corev3.Node{Id: proxyID}
 	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResourceNamesSubscribe: []string{"api"}}); err != nil {
 		t.Fatal(err)
