@@ -110,11 +110,11 @@ func endpointPorts(t *testing.T, resp *discoverygrpc.DiscoveryResponse) []uint32
 	return ports
 }
 
-// The whole control-plane path: a sidecar registered with the agent gets
-// its configuration over ADS, built from the catalog, the CA and the
-// intentions, and is sent a new one when an upstream instance appears or
-// an intention changes.
-func TestXDSFollowsCatalog(t *testing.T) {
+// webCallsDB starts an agent with a gRPC port and registers db-proxy-1
+// (a sidecar of db) and web with a sidecar whose upstream is db. dbProxy
+// makes db's n-th sidecar registration, on port base+n.
+func webCallsDB(t *testing.T, base int) (*agenttest.Agent, *api.Client, func(n int) *api.AgentServiceRegistration) {
+	t.Helper()
 	a := agenttest.Start(t, agenttest.Options{Args: []string{"-grpc-port", "0"}})
 	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr})
 	if err != nil {
@@ -122,7 +122,7 @@ func TestXDSFollowsCatalog(t *testing.T) {
 	}
 	dbProxy := func(n int) *api.AgentServiceRegistration {
 		return &api.AgentServiceRegistration{Kind: api.ServiceKindConnectProxy, ID: fmt.Sprintf("db-proxy-%d", n),
-			Name: "db-sidecar-proxy", Address: "127.0.0.1", Port: 22000 + n,
+			Name: "db-sidecar-proxy", Address: "127.0.0.1", Port: base + n,
 			Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "db", LocalServicePort: 5432}}
 	}
 	if err := c.Agent().ServiceRegister(dbProxy(1)); err != nil {
@@ -134,6 +134,15 @@ func TestXDSFollowsCatalog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, c, dbProxy
+}
+
+// The whole control-plane path: a sidecar registered with the agent gets
+// its configuration over ADS, built from the catalog, the CA and the
+// intentions, and is sent a new one when an upstream instance appears or
+// an intention changes.
+func TestXDSFollowsCatalog(t *testing.T) {
+	a, c, dbProxy := webCallsDB(t, 22000)
 
 	ads := dialADS(t, a.GRPCAddrs()[0], "web-sidecar-proxy", resource.EndpointType, resource.ListenerType)
 	ads.until(resource.EndpointType, func(r *discoverygrpc.DiscoveryResponse) bool {

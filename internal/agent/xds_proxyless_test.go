@@ -9,36 +9,16 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/trellis-mesh/trellis/internal/agent/agenttest"
 )
 
 // A gRPC client identifying as web's proxy gets, from the agent, the
 // proxyless rendering of web's snapshot (an API listener per upstream)
 // and follows the upstream's instances as they come.
 func TestXDSProxylessFollowsCatalog(t *testing.T) {
-	a := agenttest.Start(t, agenttest.Options{Args: []string{"-grpc-port", "0"}})
-	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dbProxy := func(n int) *api.AgentServiceRegistration {
-		return &api.AgentServiceRegistration{Kind: api.ServiceKindConnectProxy, ID: fmt.Sprintf("db-proxy-%d", n),
-			Name: "db-sidecar-proxy", Address: "127.0.0.1", Port: 23000 + n,
-			Proxy: &api.AgentServiceConnectProxyConfig{DestinationServiceName: "db", LocalServicePort: 5432}}
-	}
-	if err := c.Agent().ServiceRegister(dbProxy(1)); err != nil {
-		t.Fatal(err)
-	}
-	err = c.Agent().ServiceRegister(&api.AgentServiceRegistration{Name: "web", Port: 8080,
-		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
-			Proxy: &api.AgentServiceConnectProxyConfig{Upstreams: []api.Upstream{{DestinationName: "db", LocalBindPort: 9191}}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, c, dbProxy := webCallsDB(t, 23000)
 
 	cc, err := grpc.NewClient(a.GRPCAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
