@@ -171,20 +171,28 @@ func localAppProtocolOptions(protocol string) map[string]*anypb.Any {
 	})
 }
 
-// upstreamProtocolOptions lets an HTTP-like upstream cluster speak
-// whichever of HTTP/2 and HTTP/1.1 ALPN picks with the upstream sidecar
-// (HTTP/2 between Trellis or Envoy sidecars, whatever the application
-// speaks: the sidecar at the other end translates).
+// upstreamProtocolOptions makes an http2 or grpc upstream cluster speak
+// HTTP/2 to the upstream's sidecar, whatever the downstream application
+// speaks; an http upstream gets HTTP/1.1, Envoy's default, as Consul
+// configures it: every hop of an HTTP/1.1 request stays HTTP/1.1 and
+// needs no translation, and the sidecars keep a pool of connections
+// rather than multiplexing one.
 func upstreamProtocolOptions(protocol string) map[string]*anypb.Any {
-	if !isHTTP(protocol) {
+	return localAppProtocolOptions(protocol)
+}
+
+// upstreamALPN is what an upstream cluster offers the upstream's sidecar
+// over TLS: the protocol upstreamProtocolOptions chose (the sidecar's
+// public listener offers both).
+func upstreamALPN(protocol string) []string {
+	switch {
+	case protocol == "http2" || protocol == "grpc":
+		return []string{"h2"}
+	case isHTTP(protocol):
+		return []string{"http/1.1"}
+	default:
 		return nil
 	}
-	return httpProtocolOptions(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
-			HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
-			Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-		}},
-	})
 }
 
 func httpProtocolOptions(o *httpv3.HttpProtocolOptions) map[string]*anypb.Any {

@@ -1,11 +1,13 @@
 package generate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
@@ -178,5 +180,48 @@ func TestRouteTimeouts(t *testing.T) {
 	rc, _ = upstreamRoutes("api", "c", u)
 	if r := rc.VirtualHosts[0].Routes[2].GetRoute(); r.Timeout != nil {
 		t.Errorf("catch-all timeout %v without a resolver's, want unset (Envoy's 15 s)", r.Timeout)
+	}
+}
+
+// Sidecars speak to each other what Consul's Envoy configuration makes
+// them speak: HTTP/1.1 for http (Envoy's default, no options), HTTP/2
+// for http2 and grpc, offered by ALPN to the upstream's public listener.
+func TestUpstreamClusterProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		protocol string
+		options  string // typed_extension_protocol_options, "" for none
+		alpn     []string
+	}{
+		{"tcp", "", nil},
+		{"http", "", []string{"http/1.1"}},
+		{"http2", "explicit_http_config:{http2_protocol_options:{}}", []string{"h2"}},
+		{"grpc", "explicit_http_config:{http2_protocol_options:{}}", []string{"h2"}},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			s := baseSnapshot("web", "tcp")
+			g := &gen{snap: s}
+			c := g.upstreamCluster(proxycfg.Upstream{Name: "db", Protocol: tc.protocol}, "dc1", "db.cluster")
+			if err := c.ValidateAll(); err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if a := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; a != nil {
+				m, err := a.UnmarshalNew()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = text(m)
+			}
+			if got != squash(tc.options) {
+				t.Errorf("protocol options: got %q, want %q", got, tc.options)
+			}
+			ctx := &tlsv3.UpstreamTlsContext{}
+			if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if alpn := ctx.GetCommonTlsContext().GetAlpnProtocols(); !slices.Equal(alpn, tc.alpn) {
+				t.Errorf("ALPN: got %q, want %q", alpn, tc.alpn)
+			}
+		})
 	}
 }

@@ -238,10 +238,6 @@ func (g *gen) upstreamCluster(u proxycfg.Upstream, dc, name string) *clusterv3.C
 		timeout = defaultConnectTimeout
 	}
 	peer := connect.ServiceID{TrustDomain: g.snap.TrustDomain, Datacenter: dc, Service: u.Name}
-	var alpn []string
-	if isHTTP(u.Protocol) {
-		alpn = httpALPN
-	}
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -253,7 +249,7 @@ func (g *gen) upstreamCluster(u proxycfg.Upstream, dc, name string) *clusterv3.C
 		// add. Outlier detection catches the failures checks miss.
 		OutlierDetection:              outlierDetection(u.PassiveHealthCheck),
 		TypedExtensionProtocolOptions: upstreamProtocolOptions(u.Protocol),
-		TransportSocket:               upstreamTLSWithALPN(name, peer.String(), alpn),
+		TransportSocket:               upstreamTLSWithALPN(name, peer.String(), upstreamALPN(u.Protocol)),
 	}
 	lbPolicy(c, u.LoadBalancer)
 	return c

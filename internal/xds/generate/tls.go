@@ -37,8 +37,9 @@ func joinPEM(pems []string) string {
 	return b.String()
 }
 
-// httpALPN is what sidecars offer each other for HTTP-like services:
-// HTTP/2 when both speak it (as Trellis's and Envoy's do), else HTTP/1.1.
+// httpALPN is what the public listener of an HTTP-like service offers a
+// downstream sidecar: HTTP/2 or HTTP/1.1, as its cluster asks
+// (upstreamALPN), or HTTP/1.1 if it asks for neither.
 var httpALPN = []string{"h2", "http/1.1"}
 
 // commonTLS presents the leaf and verifies the peer against the roots and
