@@ -24,8 +24,9 @@ import (
 )
 
 // Benchmarks of a sidecar pair: a client of web's upstream listener,
-// through web's and db's sidecars (mTLS between them: HTTP/2 for the
-// L7 pair, bytes for the L4 one) to db's app, against the app called
+// through web's and db's sidecars as the generator renders them (mTLS
+// between them: HTTP/1.1 for an http service, HTTP/2 for an http2 one,
+// bytes for a tcp one) to db's app, against the app called
 // directly, in the shape of the mesh's performance targets: fortio-like
 // HTTP/1.1 keep-alive clients POSTing 1 KiB that the app echoes.
 //
@@ -88,33 +89,26 @@ func benchAppWith(b *testing.B, h http.Handler) net.Addr {
 	return ln.Addr()
 }
 
-// benchPairL7 starts db's sidecar in front of app (h2 prior knowledge to
-// it if h2App) and web's with db as an http upstream; it returns web's
-// upstream listener.
+// benchPairL7 is web's and db's sidecars as the generator renders them
+// for an http service (http2 if h2App: db's app then speaks h2c), db
+// allowing every caller: HTTP/1.1 between the sidecars for http, HTTP/2
+// for http2. It returns web's upstream listener for db.
 func benchPairL7(b *testing.B, app net.Addr, h2App bool) net.Addr {
-	authority := newCA(b, td)
-	roots := []string{authority.root.CertPEM}
-	db := New(Options{})
-	b.Cleanup(func() { db.Close() })
-	if err := db.Apply(inboundConfig("db", authority.leaf(b, td, "db"), roots, app, h2App, httpRBACAllowAll())); err != nil {
-		b.Fatal(err)
+	protocol := "http"
+	if h2App {
+		protocol = "http2"
 	}
-	web := New(Options{})
-	b.Cleanup(func() { web.Close() })
-	cfg := outboundTo(inboundConfig("web", authority.leaf(b, td, "web"), roots, app, false, nil), "db", db.ListenerAddr(pubListener))
-	if err := web.Apply(cfg); err != nil {
-		b.Fatal(err)
-	}
-	return web.ListenerAddr("db")
+	return benchPair(b, app, protocol)
 }
 
-// benchPairL4 is benchPairL7 with tcp services: tcp_proxy listeners, mTLS
-// between the sidecars, as the generator renders them.
-func benchPairL4(b *testing.B, app net.Addr) net.Addr {
+// benchPair is the sidecar pair of services of the given protocol, db
+// allowing every caller, as the generator renders them.
+func benchPair(b *testing.B, app net.Addr, protocol string) net.Addr {
 	authority := newCA(b, td)
 	roots := []string{authority.root.CertPEM}
 	appPort := app.(*net.TCPAddr).Port
 	dbSnap := snapshot("db", authority.leaf(b, td, "db"), roots, appPort)
+	dbSnap.Protocol = protocol
 	dbSnap.DefaultAllow = true
 	db := New(Options{})
 	b.Cleanup(func() { db.Close() })
@@ -122,14 +116,20 @@ func benchPairL4(b *testing.B, app net.Addr) net.Addr {
 		b.Fatal(err)
 	}
 	webSnap := snapshot("web", authority.leaf(b, td, "web"), roots, appPort)
-	webSnap.Upstreams = []proxycfg.Upstream{upstream("db", db.ListenerAddr(publicName()))}
+	u := upstream("db", db.ListenerAddr(publicName()))
+	u.Protocol = protocol
+	webSnap.Upstreams = []proxycfg.Upstream{u}
 	web := New(Options{})
 	b.Cleanup(func() { web.Close() })
 	if err := web.Apply(configOf(b, webSnap)); err != nil {
 		b.Fatal(err)
 	}
-	return web.ListenerAddr(upstreamName(webSnap.Upstreams[0]))
+	return web.ListenerAddr(upstreamName(u))
 }
+
+// benchPairL4 is benchPair with tcp services: tcp_proxy listeners, mTLS
+// between the sidecars.
+func benchPairL4(b *testing.B, app net.Addr) net.Addr { return benchPair(b, app, "tcp") }
 
 // load is a run of HTTP/1.1 keep-alive clients.
 type load struct {
