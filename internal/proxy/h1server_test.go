@@ -819,3 +819,17 @@ func headersEqual(a, b http.Header) bool {
 	}
 	return true
 }
+
+// BenchmarkDownLocalReplyConc16 measures the HTTP/1.1 loop alone: the
+// proxy answers every request itself (a cluster without endpoints), and
+// the figures compare it with the app's net/http server answering the
+// same requests (negative: the loop is the cheaper).
+func BenchmarkDownLocalReplyConc16(b *testing.B) {
+	a := benchApp(b)
+	p := New(Options{})
+	b.Cleanup(func() { p.Close() })
+	if err := p.Apply(edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": nil})); err != nil {
+		b.Fatal(err)
+	}
+	load{conc: 16}.compare(b, a, p.ListenerAddr("svc"))
+}
