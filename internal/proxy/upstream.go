@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
 
 // Upstream connections. A tcp_proxy connection dials its own; HTTP
-// requests share a cluster's pool: an http.Transport that keeps, per
-// endpoint, HTTP/1.1 keep-alive connections, or HTTP/2 connections that
+// requests share a cluster's pool, which keeps connections per endpoint:
+// for a cluster that speaks only HTTP/1.1 (explicitly, or by auto_config
+// without TLS), the proxy's own HTTP/1.1 client (h1client.go); for one
+// that may speak HTTP/2, an http.Transport, whose HTTP/2 connections
 // multiplex requests (h2c with prior knowledge to a plaintext host that
 // speaks HTTP/2, h2 when ALPN agrees on it over TLS). A pool outlives the
 // Config that made it while its cluster's transport settings are
@@ -40,12 +43,31 @@ type pool struct {
 	key     string // the transport settings it was made for
 	cluster string
 	scheme  string // of the request URLs: "https" dials TLS
-	tr      *http.Transport
+	tr      roundTripper
+}
+
+// roundTripper is what a pool sends requests with: an *h1Transport or an
+// *http.Transport.
+type roundTripper interface {
+	RoundTrip(*http.Request) (*http.Response, error)
+	// CloseIdleConnections closes the idle connections, and makes those
+	// in use close once their request is done.
+	CloseIdleConnections()
 }
 
 // newPool makes cl's pool.
 func (p *Proxy) newPool(cl *cluster) *pool {
 	pl := &pool{key: cl.poolKey, cluster: cl.name, scheme: "http"}
+	if cl.tls != nil {
+		pl.scheme = "https"
+	}
+	if cl.proto == protoHTTP1 || cl.proto == protoAuto && cl.tls == nil {
+		timeout, u := cl.connectTimeout, h1Only(cl.tls)
+		pl.tr = newH1Transport(p, cl.idleTimeout, func(ctx context.Context, addr string) (net.Conn, error) {
+			return p.dialPooled(ctx, pl.cluster, addr, timeout, u)
+		})
+		return pl
+	}
 	var protos http.Protocols
 	switch {
 	case cl.proto == protoHTTP2 && cl.tls == nil:
@@ -62,19 +84,33 @@ func (p *Proxy) newPool(cl *cluster) *pool {
 	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
 		return p.dialPooled(ctx, pl.cluster, addr, timeout, u)
 	}
-	pl.tr = &http.Transport{
+	tr := &http.Transport{
 		Protocols:           &protos,
 		MaxIdleConnsPerHost: 1 << 12,
 		IdleConnTimeout:     cl.idleTimeout,
 		DisableCompression:  true,
 	}
 	if u != nil {
-		pl.scheme = "https"
-		pl.tr.DialTLSContext = dial
+		tr.DialTLSContext = dial
 	} else {
-		pl.tr.DialContext = dial
+		tr.DialContext = dial
 	}
+	pl.tr = tr
 	return pl
+}
+
+// h1Only is u offering only HTTP/1.1 by ALPN, for a cluster that speaks
+// only that: an upstream that chose h2 would get HTTP/1.1 nonetheless.
+func h1Only(u *upstreamTLS) *upstreamTLS {
+	if u == nil || !slices.Contains(u.alpn, "h2") {
+		return u
+	}
+	v := *u
+	v.alpn = slices.DeleteFunc(slices.Clone(u.alpn), func(p string) bool { return p == "h2" })
+	if len(v.alpn) == 0 {
+		v.alpn = []string{"http/1.1"}
+	}
+	return &v
 }
 
 // dialError is a failed attempt to open an upstream connection.
@@ -121,7 +157,9 @@ func (p *Proxy) dialPooled(ctx context.Context, cluster, addr string, timeout ti
 	}
 	c, _, err := p.connect(ctx, st, addr, timeout, u, onClose)
 	if err != nil {
-		if cl != nil && !errors.Is(err, errClosed) {
+		// A dial the request gave up on (ended, timed out) is not the
+		// host's failure.
+		if cl != nil && !errors.Is(err, errClosed) && ctx.Err() == nil {
 			cl.m.connectErrors.Inc()
 		}
 		return nil, &dialError{err: err}

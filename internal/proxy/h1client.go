@@ -1,0 +1,932 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The HTTP/1.1 client of clusters that speak only HTTP/1.1: an upstream
+// request costs what net/http's Transport spends per request and per
+// connection (a read and a write goroutine per connection, channel
+// handoffs between them and the caller, their allocations) no more.
+//
+// A request runs on its caller's goroutine: its head (and a body of known
+// length up to maxInlineBody, read in full first) goes out in one write,
+// then the response head is read with http.ReadResponse; the response
+// body is read by the caller through the returned Body, which hands the
+// connection back at its end. Only a body of unknown or larger length is
+// written by a goroutine of its own, so that the response can start while
+// it streams (full duplex). Request cancellation closes the connection
+// (context.AfterFunc), which ends any read or write under way.
+//
+// Idle connections are kept per endpoint address and reused last in,
+// first out, so that the ones beyond what the load needs stay idle and
+// the cluster's idle timeout closes them. Nothing reads an idle
+// connection, so one the upstream closed is found out when it is next
+// used: a peek at the socket before reuse, and otherwise the retry of a
+// request that got nothing back from a reused connection, as net/http
+// does.
+
+const (
+	// maxInlineBody is the longest request body of known length read in
+	// full before the request is sent, and sent with its head.
+	maxInlineBody = 64 << 10
+	// maxIdlePerHost caps an endpoint's idle connections; beyond, the
+	// longest idle is closed.
+	maxIdlePerHost = 1 << 12
+	// maxResponseHead is the longest response head read (Envoy's
+	// max_response_headers_kb default), plus the read buffer that may
+	// hold the start of the body.
+	maxResponseHead = 60<<10 + readBufSize
+	readBufSize     = 4 << 10
+	// max1xx is how many interim responses a request may get.
+	max1xx = 8
+)
+
+var errResponseHeadTooLarge = errors.New("response head too large")
+
+// h1Transport carries a cluster's HTTP/1.1 requests. Its connections come
+// from Proxy.dialPooled, so the circuit breaker admits them and the proxy
+// tracks and closes them; it is safe for concurrent use.
+type h1Transport struct {
+	p       *Proxy
+	dial    func(ctx context.Context, addr string) (net.Conn, error)
+	idleFor time.Duration // cluster idle_timeout; 0: never
+
+	mu    sync.Mutex
+	hosts map[string]*h1Host // guarded by mu; by endpoint address
+	gen   uint64             // guarded by mu; bumped by CloseIdleConnections
+}
+
+// h1Host is one endpoint's idle connections and the requests waiting to
+// get one; guarded by the transport's mu.
+type h1Host struct {
+	t    *h1Transport
+	addr string
+	// idle is a stack: the top (end) is the last returned, the bottom
+	// the longest idle, which the timer closes first.
+	idle    []*h1Conn
+	waiters []*h1Waiter
+	timer   *time.Timer // closes idle connections past idleFor
+	armed   bool        // timer is set
+}
+
+// h1Waiter is a request that found no idle connection and dials one; a
+// connection returned meanwhile is handed to it (conn), and served is
+// closed, which ends the dial's wait for a connection slot if it waits
+// (see connTicket in balancer.go).
+type h1Waiter struct {
+	conn   *h1Conn
+	served chan struct{}
+}
+
+// newH1Transport returns the transport of a cluster whose connections
+// come from dial.
+func newH1Transport(p *Proxy, idle time.Duration, dial func(ctx context.Context, addr string) (net.Conn, error)) *h1Transport {
+	return &h1Transport{p: p, dial: dial, idleFor: idle, hosts: map[string]*h1Host{}}
+}
+
+// h1Conn is an upstream connection. Its owner is the request using it,
+// or its host's idle stack.
+type h1Conn struct {
+	t    *h1Transport
+	addr string
+	conn net.Conn // requests go here: TLS over raw, or raw
+	raw  net.Conn // the tracked TCP connection
+	gen  uint64
+	dead atomic.Bool // closed, or being closed
+
+	// Set by the transport under mu when the connection goes idle.
+	reused bool
+	idleAt time.Time
+
+	// Of the response being read, by the request's goroutine: bytes
+	// read, and how many more its head may take (< 0: no limit).
+	nread int64
+	limit int64
+
+	abortFn func() // abort as a func, made once for context.AfterFunc
+
+	// The peek at the socket before reuse (h1peek_*.go).
+	rc       syscall.RawConn // nil: no peek
+	peekFn   func(uintptr) bool
+	peekGone bool
+	peekBuf  [1]byte
+}
+
+// Read reads the connection for the response's bufio.Reader, within the
+// head's limit.
+func (pc *h1Conn) Read(b []byte) (int, error) {
+	if pc.limit >= 0 {
+		if pc.limit == 0 {
+			return 0, errResponseHeadTooLarge
+		}
+		if int64(len(b)) > pc.limit {
+			b = b[:pc.limit]
+		}
+	}
+	n, err := pc.conn.Read(b)
+	pc.nread += int64(n)
+	if pc.limit >= 0 {
+		pc.limit -= int64(n)
+	}
+	return n, err
+}
+
+// abort closes the TCP connection at once: no TLS close_notify (the
+// exchange is cut short, not ended), and any read or write under way
+// ends.
+func (pc *h1Conn) abort() {
+	pc.dead.Store(true)
+	pc.raw.Close()
+}
+
+// close closes an idle connection cleanly.
+func (pc *h1Conn) close() {
+	pc.dead.Store(true)
+	pc.conn.Close()
+}
+
+// RoundTrip sends req to req.URL.Host and returns the response head; the
+// response body must be read to its end or closed. req.Body, if any, is
+// closed. An error from dialPooled (*dialError) is returned as is, unless
+// the request's context ended meanwhile: then, as for any failure after
+// the context ended, the error wraps the context's cause.
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	body := req.Body
+	if body == http.NoBody {
+		body = nil
+	}
+	n := req.ContentLength
+	if body == nil {
+		n = 0
+	}
+	if err := ctx.Err(); err != nil {
+		closeBody(body)
+		return nil, ctxError(ctx)
+	}
+	chunked := n < 0 || (n > 0 && len(req.Trailer) > 0)
+	bufp := headBufs.Get().(*[]byte)
+	defer putHeadBuf(bufp)
+	head, err := appendRequestHead((*bufp)[:0], req, n, chunked)
+	if err != nil {
+		closeBody(body)
+		return nil, err
+	}
+	// A short body of known length is read in full now and sent with
+	// the head; another is streamed after it.
+	inline := !chunked && n > 0 && n <= maxInlineBody
+	if inline {
+		head, err = readInline(head, body, n)
+		closeBody(body)
+		body = nil
+		if err != nil {
+			*bufp = head
+			return nil, err
+		}
+	}
+	*bufp = head
+	var stream *bodyWriter
+	if body != nil {
+		stream = &bodyWriter{body: body, n: n, chunked: chunked, trailer: req.Trailer}
+	}
+	for try := 0; ; try++ {
+		pc, err := t.get(ctx, req.URL.Host, try > 0)
+		if err != nil {
+			if stream != nil {
+				closeBody(body)
+			}
+			return nil, err
+		}
+		resp, err := pc.roundTrip(ctx, req, head, stream)
+		if err == nil {
+			return resp, nil
+		}
+		var se *staleConnError
+		if try == 0 && errors.As(err, &se) && (se.nothingWritten || stream == nil && idempotent(req)) {
+			continue
+		}
+		if stream != nil && !stream.started {
+			closeBody(body)
+		}
+		return nil, err
+	}
+}
+
+// CloseIdleConnections closes the idle connections; those in use are
+// closed when their request is done.
+func (t *h1Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	t.gen++
+	var idle []*h1Conn
+	for addr, h := range t.hosts {
+		idle = append(idle, h.idle...)
+		h.idle = nil
+		if h.timer != nil {
+			h.timer.Stop()
+			h.armed = false
+		}
+		if len(h.waiters) == 0 {
+			delete(t.hosts, addr)
+		}
+	}
+	t.mu.Unlock()
+	for _, pc := range idle {
+		pc.close()
+	}
+}
+
+// get returns a connection to addr: the last one returned, unless fresh,
+// else one handed back while dialing, else a new one.
+func (t *h1Transport) get(ctx context.Context, addr string, fresh bool) (*h1Conn, error) {
+	t.mu.Lock()
+	h := t.hostLocked(addr)
+	for !fresh && len(h.idle) > 0 {
+		pc := h.idle[len(h.idle)-1]
+		h.idle[len(h.idle)-1] = nil
+		h.idle = h.idle[:len(h.idle)-1]
+		t.mu.Unlock()
+		if !pc.peerClosed() {
+			return pc, nil
+		}
+		pc.abort()
+		t.mu.Lock()
+		h = t.hostLocked(addr) // the lock was let go: h may be gone
+	}
+	w := &h1Waiter{served: make(chan struct{})}
+	h.waiters = append(h.waiters, w)
+	gen := t.gen
+	t.mu.Unlock()
+
+	// The ticket lets a dial that waits for a connection slot end when a
+	// connection is handed to w, or the request ends.
+	dctx := context.WithValue(ctx, ticketKey{}, &connTicket{done: ctx.Done(), served: w.served})
+	c, err := t.dial(dctx, addr)
+
+	t.mu.Lock()
+	if h := t.hosts[addr]; h != nil {
+		if i := slices.Index(h.waiters, w); i >= 0 {
+			h.waiters = slices.Delete(h.waiters, i, i+1)
+		}
+	}
+	got := w.conn
+	t.mu.Unlock()
+	var pc *h1Conn
+	if err == nil {
+		pc, err = t.newConn(c, addr, gen)
+	}
+	over := ctx.Err() != nil
+	if got == nil && pc != nil && !over {
+		return pc, nil
+	}
+	// A connection this request cannot use goes to the next one.
+	if pc != nil {
+		t.put(pc)
+	}
+	if got != nil {
+		if !over {
+			return got, nil
+		}
+		t.put(got)
+	}
+	if over {
+		// The request ended while waiting or dialing: that is its
+		// failure, not the host's.
+		return nil, ctxError(ctx)
+	}
+	return nil, err
+}
+
+// hostLocked returns addr's host, made if needed.
+func (t *h1Transport) hostLocked(addr string) *h1Host {
+	h := t.hosts[addr]
+	if h == nil {
+		h = &h1Host{t: t, addr: addr}
+		t.hosts[addr] = h
+	}
+	return h
+}
+
+// newConn wraps a dialed connection.
+func (t *h1Transport) newConn(c net.Conn, addr string, gen uint64) (*h1Conn, error) {
+	pc := &h1Conn{t: t, addr: addr, conn: c, raw: c, gen: gen, limit: -1}
+	if tc, ok := c.(*tls.Conn); ok {
+		pc.raw = tc.NetConn()
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
+			pc.abort()
+			return nil, &dialError{err: fmt.Errorf("%s: ALPN chose %q, not http/1.1", addr, p)}
+		}
+	}
+	pc.abortFn = pc.abort
+	pc.initPeek()
+	return pc, nil
+}
+
+// put returns pc to its host once its exchange is over: to a request
+// waiting for one, or to the idle stack. A connection of an older
+// generation (opened before CloseIdleConnections) is closed.
+func (t *h1Transport) put(pc *h1Conn) {
+	if pc.dead.Load() {
+		return
+	}
+	t.mu.Lock()
+	if pc.gen != t.gen {
+		t.mu.Unlock()
+		pc.close()
+		return
+	}
+	pc.reused = true
+	h := t.hostLocked(pc.addr)
+	if len(h.waiters) > 0 {
+		w := h.waiters[0]
+		h.waiters = slices.Delete(h.waiters, 0, 1)
+		w.conn = pc
+		close(w.served)
+		t.mu.Unlock()
+		return
+	}
+	var evict *h1Conn
+	if len(h.idle) >= maxIdlePerHost {
+		evict = h.idle[0]
+		h.idle = slices.Delete(h.idle, 0, 1)
+	}
+	h.idle = append(h.idle, pc)
+	if t.idleFor > 0 {
+		pc.idleAt = time.Now()
+		if !h.armed {
+			h.armed = true
+			if h.timer == nil {
+				h.timer = time.AfterFunc(t.idleFor, h.expire)
+			} else {
+				h.timer.Reset(t.idleFor)
+			}
+		}
+	}
+	t.mu.Unlock()
+	if evict != nil {
+		evict.close()
+	}
+}
+
+// expire closes the connections idle for idleFor, from the bottom of the
+// stack, and sets the timer for the next one; a host with nothing left
+// is forgotten.
+func (h *h1Host) expire() {
+	t := h.t
+	t.mu.Lock()
+	if !h.armed || t.hosts[h.addr] != h {
+		t.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	i := 0
+	for i < len(h.idle) && now.Sub(h.idle[i].idleAt) >= t.idleFor {
+		i++
+	}
+	old := slices.Clone(h.idle[:i])
+	h.idle = slices.Delete(h.idle, 0, i)
+	if len(h.idle) > 0 {
+		h.timer.Reset(t.idleFor - now.Sub(h.idle[0].idleAt))
+	} else {
+		h.armed = false
+		if len(h.waiters) == 0 {
+			delete(t.hosts, h.addr)
+		}
+	}
+	t.mu.Unlock()
+	for _, pc := range old {
+		pc.close()
+	}
+}
+
+// staleConnError is a reused connection that failed before the upstream
+// sent any byte of a response: the upstream had probably closed it while
+// idle. nothingWritten says no byte of the request went out either.
+type staleConnError struct {
+	err            error
+	nothingWritten bool
+}
+
+func (e *staleConnError) Error() string {
+	return "proxy: upstream closed the reused connection: " + e.err.Error()
+}
+func (e *staleConnError) Unwrap() error { return e.err }
+
+// idempotent says whether req may be sent again after it may have
+// reached the upstream (RFC 9110, section 9.2.2), or the client said so
+// with an Idempotency-Key, as net/http judges.
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	_, ok := req.Header["Idempotency-Key"]
+	_, xok := req.Header["X-Idempotency-Key"]
+	return ok || xok
+}
+
+// roundTrip sends req on pc (its head, and an inline body, are head;
+// stream writes any other body) and reads the response head. pc is its
+// own to close or hand on.
+func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte, stream *bodyWriter) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, pc.abortFn)
+	n, err := pc.conn.Write(head)
+	if err != nil {
+		stop()
+		pc.abort()
+		if ctx.Err() != nil {
+			return nil, ctxError(ctx)
+		}
+		if pc.reused && n == 0 {
+			return nil, &staleConnError{err: err, nothingWritten: true}
+		}
+		return nil, fmt.Errorf("proxy: upstream %s: writing the request: %w", pc.addr, err)
+	}
+	if stream != nil {
+		if !pc.t.p.handlers.enter() {
+			stop()
+			pc.abort()
+			return nil, errClosed
+		}
+		stream.pc = pc
+		stream.started = true
+		go stream.run()
+	}
+
+	br := readBufs.Get().(*bufio.Reader)
+	br.Reset(pc)
+	pc.nread, pc.limit = 0, maxResponseHead
+	resp, err := readResponse(br, req)
+	pc.limit = -1
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		err = errors.New("unexpected 101 Switching Protocols")
+	}
+	if err != nil {
+		stop()
+		pc.abort()
+		putReader(br)
+		if ctx.Err() != nil {
+			return nil, ctxError(ctx)
+		}
+		if pc.reused && pc.nread == 0 {
+			return nil, &staleConnError{err: err}
+		}
+		return nil, fmt.Errorf("proxy: upstream %s: reading the response: %w", pc.addr, err)
+	}
+	b := &h1Body{pc: pc, rd: resp.Body, br: br, stop: stop, ctx: ctx, stream: stream,
+		keep: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		return resp, nil
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+// readResponse reads the final response head, skipping interim (1xx)
+// ones.
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	for range max1xx {
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+	return nil, errors.New("too many interim (1xx) responses")
+}
+
+// h1Body is a response body: at its end the connection goes back to the
+// pool if it can carry another request; closed before, the connection is
+// closed.
+type h1Body struct {
+	pc     *h1Conn
+	rd     io.ReadCloser // http.ReadResponse's
+	br     *bufio.Reader
+	stop   func() bool // of the cancellation's AfterFunc
+	ctx    context.Context
+	stream *bodyWriter // nil: the request went out with its head
+	keep   bool        // the response and the request allow reuse
+	done   atomic.Bool
+	err    error // returned once done, by the reading goroutine
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		if b.err == nil {
+			return 0, errBodyClosed
+		}
+		return 0, b.err
+	}
+	n, err := b.rd.Read(p)
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF):
+		if b.finish(true) {
+			b.err = io.EOF
+		}
+	default:
+		if b.ctx.Err() != nil {
+			err = ctxError(b.ctx)
+		}
+		if b.finish(false) {
+			b.err = err
+		}
+	}
+	return n, err
+}
+
+// Close closes the connection, unless the body was read to its end.
+func (b *h1Body) Close() error {
+	b.finish(false)
+	return nil
+}
+
+var errBodyClosed = errors.New("proxy: read on a closed response body")
+
+// finish ends the exchange once: the connection is handed back (ok: the
+// body was read to its end) or closed; false if it had ended already.
+func (b *h1Body) finish(ok bool) bool {
+	if !b.done.CompareAndSwap(false, true) {
+		return false
+	}
+	pc := b.pc
+	if !ok {
+		// The reader may be in use by a concurrent Read: leave it to
+		// the collector.
+		b.stop()
+		pc.abort()
+		return true
+	}
+	stopped := b.stop()
+	keep := stopped && b.keep && b.br.Buffered() == 0
+	putReader(b.br)
+	b.br = nil
+	if !keep {
+		if stopped {
+			pc.close() // the upstream is done with it too
+		} else {
+			pc.abort()
+		}
+		return true
+	}
+	if w := b.stream; w != nil && !w.handOff() {
+		return true // the writer hands the connection back, or closes it
+	}
+	pc.t.put(pc)
+	return true
+}
+
+// bodyWriter writes a request body after its head, on a goroutine of its
+// own (counted with the proxy's handlers, so that Close waits for it): a
+// body of unknown length chunked, one of known length as it is.
+type bodyWriter struct {
+	pc      *h1Conn
+	body    io.ReadCloser
+	n       int64 // length; < 0 unknown (chunked)
+	chunked bool
+	trailer http.Header
+	started bool // by the request's goroutine
+
+	state atomic.Int32 // writeRunning, then another write* state
+}
+
+const (
+	writeRunning int32 = iota
+	writeOK
+	writeFailed
+	writeHandedOff // the response ended first: the writer hands the connection back
+)
+
+func (w *bodyWriter) run() {
+	defer w.pc.t.p.handlers.leave()
+	err := w.copy()
+	w.body.Close()
+	st := writeOK
+	if err != nil {
+		st = writeFailed
+		w.pc.abort() // the upstream must not take a cut body for a whole one
+	}
+	if !w.state.CompareAndSwap(writeRunning, st) {
+		if err == nil {
+			w.pc.t.put(w.pc)
+		}
+	}
+}
+
+// handOff is called at the end of a reusable response: true if the
+// request body was written in full, and the connection can be handed
+// back now; false if the connection is closed, or left to the writer to
+// hand back when it is done.
+func (w *bodyWriter) handOff() bool {
+	switch w.state.Load() {
+	case writeOK:
+		return true
+	case writeFailed:
+		return false
+	}
+	return !w.state.CompareAndSwap(writeRunning, writeHandedOff) && w.state.Load() == writeOK
+}
+
+// Chunk framing in the copy buffer: the size line goes in the room before
+// the data, the CRLF (and, at the end, the last chunk) after it.
+const (
+	chunkHead = 10 // "%x\r\n" of a size below 1<<32
+	chunkTail = 7  // "\r\n" and "0\r\n\r\n"
+)
+
+// copy writes the body to the connection, each read as it comes, so that
+// a streamed body is not held back.
+func (w *bodyWriter) copy() error {
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	buf := *bufp
+	conn := w.pc.conn
+	if !w.chunked {
+		left := w.n
+		for {
+			room := buf
+			if left < int64(len(room)) {
+				room = room[:left+1] // one more byte: the body must end here
+			}
+			k, err := w.body.Read(room)
+			if int64(k) > left {
+				return fmt.Errorf("request body longer than its ContentLength %d", w.n)
+			}
+			if k > 0 {
+				left -= int64(k)
+				if _, werr := conn.Write(room[:k]); werr != nil {
+					return werr
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				if left > 0 {
+					return fmt.Errorf("request body shorter than its ContentLength %d", w.n)
+				}
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	data := buf[chunkHead : len(buf)-chunkTail]
+	for {
+		k, err := w.body.Read(data)
+		eof := errors.Is(err, io.EOF)
+		if err != nil && !eof {
+			return err
+		}
+		start, end := chunkHead, chunkHead
+		if k > 0 {
+			var size [chunkHead]byte
+			line := append(strconv.AppendUint(size[:0], uint64(k), 16), '\r', '\n')
+			start = chunkHead - len(line)
+			copy(buf[start:], line)
+			end = chunkHead + k
+			end += copy(buf[end:], "\r\n")
+		}
+		if eof && len(w.trailer) == 0 {
+			end += copy(buf[end:], "0\r\n\r\n")
+		}
+		if end > start {
+			if _, werr := conn.Write(buf[start:end]); werr != nil {
+				return werr
+			}
+		}
+		if eof {
+			if len(w.trailer) > 0 {
+				return w.writeTrailer()
+			}
+			return nil
+		}
+	}
+}
+
+// writeTrailer ends a chunked body with its trailer, read once the body
+// has ended (the downstream's trailer has arrived by then).
+func (w *bodyWriter) writeTrailer() error {
+	b := append(make([]byte, 0, 128), "0\r\n"...)
+	for k, vs := range w.trailer {
+		if !validHeaderName(k) {
+			continue
+		}
+		for _, v := range vs {
+			if validHeaderValue(v) {
+				b = append(append(append(append(b, k...), ": "...), v...), "\r\n"...)
+			}
+		}
+	}
+	b = append(b, "\r\n"...)
+	_, err := w.pc.conn.Write(b)
+	return err
+}
+
+// readInline appends the body of length n to head, read to its end.
+func readInline(head []byte, body io.Reader, n int64) ([]byte, error) {
+	start := len(head)
+	head = slices.Grow(head, int(n)+1)[:start+int(n)+1] // one more byte: the body must end here
+	got := 0
+	for {
+		k, err := body.Read(head[start+got:])
+		got += k
+		if got > int(n) {
+			return head[:start], fmt.Errorf("request body longer than its ContentLength %d", n)
+		}
+		if errors.Is(err, io.EOF) {
+			if got < int(n) {
+				return head[:start], fmt.Errorf("request body shorter than its ContentLength %d", n)
+			}
+			return head[:start+got], nil
+		}
+		if err != nil {
+			return head[:start], err
+		}
+	}
+}
+
+// appendRequestHead appends req's request line and header fields: the
+// Host, req.Header as it is but for the fields set from req's own (a
+// User-Agent of "" is not sent), then the framing of a body of length n.
+func appendRequestHead(b []byte, req *http.Request, n int64, chunked bool) ([]byte, error) {
+	if !validHeaderName(req.Method) {
+		return b, fmt.Errorf("proxy: invalid method %q", req.Method)
+	}
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	target := len(b)
+	b = appendRequestURI(b, req.URL)
+	for _, c := range b[target:] {
+		if c <= ' ' || c == 0x7f {
+			return b, fmt.Errorf("proxy: invalid request target %q", b[target:])
+		}
+	}
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !validHeaderValue(host) {
+		return b, fmt.Errorf("proxy: invalid Host %q", host)
+	}
+	b = append(b, host...)
+	b = append(b, "\r\n"...)
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		if !validHeaderName(k) {
+			return b, fmt.Errorf("proxy: invalid header field name %q", k)
+		}
+		for _, v := range vs {
+			if v == "" && k == "User-Agent" {
+				continue
+			}
+			if !validHeaderValue(v) {
+				return b, fmt.Errorf("proxy: invalid value of header field %q", k) // not the value: it may be secret
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	switch {
+	case chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+		if len(req.Trailer) > 0 {
+			keys := make([]string, 0, len(req.Trailer))
+			for k := range req.Trailer {
+				if validHeaderName(k) {
+					keys = append(keys, k)
+				}
+			}
+			slices.Sort(keys)
+			b = append(b, "Trailer: "...)
+			for i, k := range keys {
+				if i > 0 {
+					b = append(b, ", "...)
+				}
+				b = append(b, k...)
+			}
+			b = append(b, "\r\n"...)
+		}
+	case n > 0 || req.Method == "POST" || req.Method == "PUT" || req.Method == "PATCH":
+		// Many servers want a length for these methods, as net/http
+		// sends it.
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, n, 10)
+		b = append(b, "\r\n"...)
+	}
+	if req.Close {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...), nil
+}
+
+// appendRequestURI appends u's request target: its escaped path (or
+// opaque part) and query.
+func appendRequestURI(b []byte, u *url.URL) []byte {
+	if u.Opaque != "" {
+		return append(b, u.RequestURI()...)
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	b = append(b, p...)
+	if u.ForceQuery || u.RawQuery != "" {
+		b = append(b, '?')
+		b = append(b, u.RawQuery...)
+	}
+	return b
+}
+
+// validHeaderName reports whether s is a token (RFC 9110, section 5.1).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+// validHeaderValue reports whether s has no control character but tab
+// (RFC 9110, section 5.5), as net/http checks.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ctxError is the error of a request whose context ended: it wraps the
+// context's error and its cause.
+func ctxError(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause == nil || cause == err {
+		return fmt.Errorf("proxy: upstream request: %w", err)
+	}
+	return fmt.Errorf("proxy: upstream request: %w: %w", err, cause)
+}
+
+func closeBody(b io.ReadCloser) {
+	if b != nil {
+		b.Close()
+	}
+}
+
+// headBufs hold request heads, and the bodies sent with them.
+var headBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4<<10)
+	return &b
+}}
+
+func putHeadBuf(b *[]byte) {
+	if cap(*b) <= 2*maxInlineBody {
+		headBufs.Put(b)
+	}
+}
+
+// readBufs read response heads and bodies.
+var readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readBufs.Put(br)
+}
