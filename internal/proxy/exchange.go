@@ -549,6 +549,15 @@ func (x *exchange) onIdle() {
 	since := time.Duration(time.Now().UnixNano() - x.lastActive.Load())
 	if since >= x.idle {
 		x.cancel(errIdleTimeout)
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if !x.bodyDone && !x.finished {
+			// The attempt may be blocked reading the request body (a
+			// short one is read in full before it is sent upstream),
+			// which the context does not end: end the read. finish
+			// takes mu, so this never outlives the request.
+			_ = http.NewResponseController(x.w).SetReadDeadline(time.Now())
+		}
 		return
 	}
 	x.mu.Lock()

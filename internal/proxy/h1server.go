@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -97,6 +98,9 @@ type downConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	srv    *httpServer
+	// deadlineSet says the handler set the read deadline (for one of
+	// its own goroutines, a timeout's): the connection is not reused.
+	deadlineSet atomic.Bool
 
 	// Used by the loop's goroutine only.
 	res       downResponse // reused by each request
@@ -418,6 +422,7 @@ func (c *downConn) serveRequest(r *http.Request) (keep, linger bool) {
 		c.armLocked()
 	}
 	c.wmu.Unlock()
+	c.deadlineSet.Store(false)
 	abort := c.handle(w, r)
 	c.wmu.Lock()
 	c.armable = false
@@ -436,7 +441,7 @@ func (c *downConn) serveRequest(r *http.Request) (keep, linger bool) {
 		return false, false
 	}
 	w.finish()
-	keep = !w.closeAfter
+	keep = !w.closeAfter && !c.deadlineSet.Load()
 	if body != nil && !body.finish(keep) {
 		return false, true
 	}
@@ -1033,6 +1038,16 @@ func (w *downResponse) FlushError() error {
 func (w *downResponse) EnableFullDuplex() error {
 	w.fullDuplex = true
 	return nil
+}
+
+// SetReadDeadline sets the connection's read deadline (for
+// http.ResponseController), as net/http's server does: the handler's
+// reads of the request body fail past it. It may be called from another
+// goroutine while the handler runs; the connection then closes after
+// the response.
+func (w *downResponse) SetReadDeadline(t time.Time) error {
+	w.c.deadlineSet.Store(true)
+	return w.c.rwc.SetReadDeadline(t)
 }
 
 // commit writes the status line and header, framing the body as

@@ -345,6 +345,33 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// A request whose short body stalls (read in full before it is sent
+// upstream) still ends at the idle timeout, and its connection closes.
+func TestIdleTimeoutStalledBody(t *testing.T) {
+	a := newStatusApp(t, "a", 200)
+	rc := svcRoutes("c", func(a *routev3.RouteAction) { a.IdleTimeout = durationpb.New(20 * time.Millisecond) })
+	_, svc := edge(t, edgeConfig(rc, map[string][]net.Addr{"c": {a.addr}}), nil)
+	c, err := net.Dial("tcp", svc.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // a hang fails rather than blocks
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: c\r\nContent-Length: 100\r\n\r\nonly part of it")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 408 || string(b) != bodyStreamTimeout {
+		t.Fatalf("got %d %q, want 408 %q", resp.StatusCode, b, bodyStreamTimeout)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the reply: %v, want the connection closed", err)
+	}
+}
+
 // Requests reuse the upstream connections, across Applies that leave the
 // cluster's transport settings alone.
 func TestPooling(t *testing.T) {
