@@ -32,8 +32,11 @@ import (
 // once: the request gets 503 with x-envoy-overloaded (overflow kind
 // "pending"). The dial learns that its request got a connection from a
 // ticket its attempt carries in its context (connContext: an
-// httptrace.GotConn hook), attached only when the cluster is near its
-// connection limit, so that requests pay nothing otherwise; a dial that
+// httptrace.GotConn hook that http.Transport calls; the HTTP/1.1
+// client, h1client.go, serves the ticket itself when it hands a
+// returned connection to a waiting request), attached only when the
+// cluster is near its connection limit, so that requests pay nothing
+// otherwise; a dial that
 // reaches the limit without one (a burst that crossed it between the
 // two checks) waits at most the cluster's connect_timeout. A tcp_proxy
 // connection never waits: at the limit it is closed.
