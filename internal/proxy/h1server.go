@@ -99,7 +99,8 @@ type downConn struct {
 	bw     *bufio.Writer
 	srv    *httpServer
 	// deadlineSet says the handler set the read deadline (for one of
-	// its own goroutines, a timeout's): the connection is not reused.
+	// its own goroutines, a timeout's), or the loop interrupted a read
+	// of the request body: the connection is not reused.
 	deadlineSet atomic.Bool
 
 	// Used by the loop's goroutine only.
@@ -130,6 +131,10 @@ type downConn struct {
 	hasByte  bool // guarded by wmu: the watch read byteBuf[0]
 	byteBuf  [1]byte
 	rerr     error // guarded by wmu: what ended the watch read
+
+	// readDeadline is the read deadline set by the handler (or
+	// interrupt), which stopWatchLocked puts back after its own.
+	readDeadline time.Time // guarded by wmu
 }
 
 func newDownConn(p *Proxy, hc *httpConn, rwc net.Conn, cs *tls.ConnectionState) *downConn {
@@ -421,6 +426,7 @@ func (c *downConn) serveRequest(r *http.Request) (keep, linger bool) {
 	if body == nil {
 		c.armLocked()
 	}
+	c.readDeadline = time.Time{}
 	c.wmu.Unlock()
 	c.deadlineSet.Store(false)
 	abort := c.handle(w, r)
@@ -542,8 +548,30 @@ func (c *downConn) stopWatchLocked() {
 			c.wcond.Wait()
 		}
 		c.stopping = false
-		c.rwc.SetReadDeadline(time.Time{})
+		// Not time.Time{}: a deadline set meanwhile must hold.
+		c.rwc.SetReadDeadline(c.readDeadline)
 	}
+}
+
+// setReadDeadline sets the connection's read deadline for the handler:
+// one set while the watch's read is being interrupted is set by
+// stopWatchLocked when that read has returned.
+func (c *downConn) setReadDeadline(t time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.deadlineSet.Store(true)
+	c.readDeadline = t
+	if c.stopping {
+		return nil
+	}
+	return c.rwc.SetReadDeadline(t)
+}
+
+// interrupt ends a read or write of the connection under way (and any
+// after it), for good: the connection serves no more requests.
+func (c *downConn) interrupt() {
+	c.setReadDeadline(pastDeadline)
+	c.rwc.SetWriteDeadline(pastDeadline)
 }
 
 // close sends what is buffered and closes the connection; linger waits
@@ -731,26 +759,51 @@ func bodyAllowedForStatus(code int) bool {
 // downBody is a request body as the handler reads it: it answers
 // Expect: 100-continue on the first read, arms the watch at its end,
 // and lets the loop take it back from the handler.
+//
+// The handler may leave a goroutine reading it (the upstream body
+// writer streams a body on one of its own, and goes on when the
+// response ended first), so taking it back is done in one step: finish
+// closes it, which refuses the handler's reads from then on,
+// interrupts the read under way if any, and takes readMu. From then on
+// src, and the connection's reader under it, are the loop's alone: it
+// can read out the rest, then reuse or give back that reader.
 type downBody struct {
 	c      *downConn
 	src    io.ReadCloser
 	length int64 // the request's ContentLength
 	expect bool  // the client expects 100-continue
 
+	// readMu is held by whoever reads src (reads are serialized, as
+	// net/http's are), and by finish from the handler's end on.
+	readMu sync.Mutex
+
 	mu      sync.Mutex
-	cont    bool          // guarded by mu: 100 Continue not tried yet
-	reading bool          // guarded by mu: a Read is under way
-	wake    chan struct{} // guarded by mu: closed when that Read returns
-	eof     bool          // guarded by mu
-	closed  bool          // guarded by mu: no more reads
-	err     error         // guarded by mu: src's error other than EOF
-	n       int64         // guarded by mu: bytes read
+	cont    bool  // guarded by mu: 100 Continue not tried yet
+	reading bool  // guarded by mu: a read of src (or its 100 Continue) is under way
+	eof     bool  // guarded by mu
+	closed  bool  // guarded by mu: the handler may read no more
+	err     error // guarded by mu: src's error other than EOF
+	n       int64 // guarded by mu: bytes read
 }
 
 func (b *downBody) Read(p []byte) (int, error) {
+	if b.isClosed() {
+		// Without waiting for readMu, which finish may hold while it
+		// reads out the rest.
+		return 0, http.ErrBodyReadAfterClose
+	}
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
+	return b.read(p, false)
+}
+
+// read reads src for the holder of readMu. A read of the handler's
+// fails once the body is closed; one of the server's own (drain, to
+// read out the rest) goes on.
+func (b *downBody) read(p []byte, drain bool) (int, error) {
 	b.mu.Lock()
 	switch {
-	case b.closed:
+	case b.closed && !drain:
 		b.mu.Unlock()
 		return 0, http.ErrBodyReadAfterClose
 	case b.eof:
@@ -761,6 +814,8 @@ func (b *downBody) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 		return 0, err
 	}
+	// Set with the check of closed, so that finish either refuses this
+	// read or knows to interrupt it.
 	b.reading = true
 	cont := b.cont
 	b.cont = false
@@ -780,16 +835,19 @@ func (b *downBody) Read(p []byte) (int, error) {
 	case err != nil:
 		b.err = err
 	}
-	if b.wake != nil {
-		close(b.wake)
-		b.wake = nil
-	}
 	b.mu.Unlock()
 	if ended {
+		// Still under readMu: after finish, nothing the handler left
+		// touches the connection.
 		b.c.armWatch()
 	}
 	return n, err
 }
+
+// drainReader reads a downBody for the server, which holds its readMu.
+type drainReader struct{ b *downBody }
+
+func (r drainReader) Read(p []byte) (int, error) { return r.b.read(p, true) }
 
 // Close ends the handler's reads; what is left of the body is the
 // loop's business.
@@ -800,17 +858,35 @@ func (b *downBody) Close() error {
 	return nil
 }
 
+func (b *downBody) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
 func (b *downBody) atEOF() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.eof
 }
 
-// discard reads out the rest of the body, up to maxPostHandlerRead;
-// true if it reached the end.
+// discard reads out the rest of the body before the response starts,
+// while the handler runs; false if another of its goroutines is reading
+// it (which may wait for a client that waits for the response).
 func (b *downBody) discard() bool {
+	if !b.readMu.TryLock() {
+		return false
+	}
+	defer b.readMu.Unlock()
+	return b.discardLocked()
+}
+
+// discardLocked reads out the rest of the body, up to
+// maxPostHandlerRead, for the holder of readMu; true if it reached the
+// end.
+func (b *downBody) discardLocked() bool {
 	b.mu.Lock()
-	eof, n, busy := b.eof, b.n, b.closed || b.reading || b.err != nil || b.cont
+	eof, n, busy := b.eof, b.n, b.err != nil || b.cont
 	b.mu.Unlock()
 	switch {
 	case eof:
@@ -820,37 +896,31 @@ func (b *downBody) discard() bool {
 	case b.length > 0 && b.length-n > maxPostHandlerRead:
 		return false
 	}
-	_, err := io.CopyN(io.Discard, b, maxPostHandlerRead+1)
+	_, err := io.CopyN(io.Discard, drainReader{b}, maxPostHandlerRead+1)
 	return err == io.EOF
 }
 
 // finish takes the body back once the handler has returned: a read
-// still under way (by a goroutine the handler left) is interrupted.
-// If keep, what is left is read out; it reports whether the connection
-// can read its next request.
+// still under way (by a goroutine the handler left) is interrupted and
+// waited for, and later ones fail. If keep, what is left is read out;
+// it reports whether the connection can read its next request.
 func (b *downBody) finish(keep bool) bool {
 	b.mu.Lock()
-	interrupted := false
-	if b.reading {
-		b.c.rwc.SetDeadline(pastDeadline)
-		wake := make(chan struct{})
-		b.wake = wake
-		b.mu.Unlock()
-		<-wake
-		b.mu.Lock()
-		interrupted = true
-	}
-	if b.eof {
-		b.closed = true
-		b.mu.Unlock()
-		return !interrupted
-	}
-	b.mu.Unlock()
-	ok := keep && !interrupted && b.discard()
-	b.mu.Lock()
 	b.closed = true
+	interrupted := b.reading
 	b.mu.Unlock()
-	return ok
+	if interrupted {
+		b.c.interrupt()
+	}
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
+	switch {
+	case interrupted:
+		return false // the connection's deadline is past
+	case !keep:
+		return b.atEOF()
+	}
+	return b.discardLocked()
 }
 
 // downResponse is the http.ResponseWriter of a downConn's requests. It
@@ -1046,8 +1116,7 @@ func (w *downResponse) EnableFullDuplex() error {
 // goroutine while the handler runs; the connection then closes after
 // the response.
 func (w *downResponse) SetReadDeadline(t time.Time) error {
-	w.c.deadlineSet.Store(true)
-	return w.c.rwc.SetReadDeadline(t)
+	return w.c.setReadDeadline(t)
 }
 
 // commit writes the status line and header, framing the body as
