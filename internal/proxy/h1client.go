@@ -34,11 +34,21 @@ import (
 //
 // Idle connections are kept per endpoint address and reused last in,
 // first out, so that the ones beyond what the load needs stay idle and
-// the cluster's idle timeout closes them. Nothing reads an idle
-// connection, so one the upstream closed is found out when it is next
-// used: a peek at the socket before reuse, and otherwise the retry of a
-// request that got nothing back from a reused connection, as net/http
-// does.
+// the cluster's idle timeout closes them. A request that finds none
+// dials one on a goroutine of its own, and takes whichever comes first:
+// its dial's connection, or one another request hands back meanwhile
+// (the dial's then goes to the pool), as net/http does.
+//
+// A connection carries another request only if nothing follows the
+// response: bytes the upstream sent beyond it (more than its
+// Content-Length, a body on a HEAD, 204 or 304 response) would be read
+// as the next request's response. Those already read at the response's
+// end, in the response's reader or decrypted in the TLS layer, close the
+// connection then (see tlsPending). Nothing reads an idle connection, so
+// what arrives later, or the upstream's closing it, is found out when it
+// is next used: a peek at the socket before reuse, and otherwise the
+// retry of a request that got nothing back from a reused connection, as
+// net/http does.
 
 const (
 	// maxInlineBody is the longest request body of known length read in
@@ -84,13 +94,17 @@ type h1Host struct {
 	armed   bool        // timer is set
 }
 
-// h1Waiter is a request that found no idle connection and dials one; a
-// connection returned meanwhile is handed to it (conn), and served is
-// closed, which ends the dial's wait for a connection slot if it waits
-// (see connTicket in balancer.go).
+// h1Waiter is a request that found no idle connection and dials one. It
+// is served once, by whichever comes first, under the transport's mu: a
+// connection handed back by another request (unless fresh), or its own
+// dial's result; served is then closed, which also ends the dial's wait
+// for a connection slot if it waits (see connTicket in balancer.go).
 type h1Waiter struct {
-	conn   *h1Conn
-	served chan struct{}
+	fresh   bool // only its own dial serves it (a retry after a stale connection)
+	waiting bool // guarded by mu: in its host's waiters, not yet served
+	conn    *h1Conn
+	err     error // the dial's, if it served w without a connection
+	served  chan struct{}
 }
 
 // newH1Transport returns the transport of a cluster whose connections
@@ -124,7 +138,7 @@ type h1Conn struct {
 	rc       syscall.RawConn // nil: no peek
 	peekFn   func(uintptr) bool
 	peekGone bool
-	peekBuf  [1]byte
+	peekBuf  [1]byte // also read by tlsPending
 }
 
 // Read reads the connection for the response's bufio.Reader, within the
@@ -145,6 +159,48 @@ func (pc *h1Conn) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// tlsPending reports whether the TLS layer of pc holds data (or its
+// end) that nothing asked for yet: decrypted with the end of a response
+// (in the same TLS record), or read from the socket with it. Neither the
+// response's reader nor a peek at the socket sees it. A read of the TLS
+// layer finds it, if the socket under it is not read: for the proxy's
+// connections, their trackedConn fails the read at once; for another, a
+// read deadline in the past does (Go checks it before reading the
+// socket), at the cost of setting it. Either way the error is a
+// temporary one, which leaves tls.Conn usable. (That is also why it
+// cannot replace the peek: what is still in the socket is not seen.)
+func (pc *h1Conn) tlsPending() bool {
+	tc, ok := pc.conn.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	if raw, ok := pc.raw.(*trackedConn); ok {
+		raw.probing = true
+		_, err := tc.Read(pc.peekBuf[:])
+		raw.probing = false
+		return err != errProbe // data, its end, or a broken connection
+	}
+	if tc.SetReadDeadline(pastDeadline) != nil {
+		return true
+	}
+	_, err := tc.Read(pc.peekBuf[:])
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return true
+	}
+	return tc.SetReadDeadline(time.Time{}) != nil
+}
+
+// errProbe fails a read of the socket under the TLS layer (see
+// tlsPending): a temporary net.Error, as a timeout is.
+var errProbe net.Error = probeError{}
+
+type probeError struct{}
+
+func (probeError) Error() string   { return "proxy: probing the TLS layer" }
+func (probeError) Timeout() bool   { return true }
+func (probeError) Temporary() bool { return true }
 
 // abort closes the TCP connection at once: no TLS close_notify (the
 // exchange is cut short, not ended), and any read or write under way
@@ -205,6 +261,8 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		stream = &bodyWriter{body: body, n: n, chunked: chunked, trailer: req.Trailer}
 	}
 	for try := 0; ; try++ {
+		// The one retry, after a stale connection, goes on a new one: a
+		// reused one may be stale too.
 		pc, err := t.get(ctx, req.URL.Host, try > 0)
 		if err != nil {
 			if stream != nil {
@@ -250,8 +308,9 @@ func (t *h1Transport) CloseIdleConnections() {
 	}
 }
 
-// get returns a connection to addr: the last one returned, unless fresh,
-// else one handed back while dialing, else a new one.
+// get returns a connection to addr: the last one returned, unless fresh;
+// else a new one, or one handed back (unless fresh) while it is dialed,
+// whichever comes first.
 func (t *h1Transport) get(ctx context.Context, addr string, fresh bool) (*h1Conn, error) {
 	t.mu.Lock()
 	h := t.hostLocked(addr)
@@ -267,48 +326,85 @@ func (t *h1Transport) get(ctx context.Context, addr string, fresh bool) (*h1Conn
 		t.mu.Lock()
 		h = t.hostLocked(addr) // the lock was let go: h may be gone
 	}
-	w := &h1Waiter{served: make(chan struct{})}
+	if !t.p.handlers.enter() { // counts the dial's goroutine
+		t.mu.Unlock()
+		return nil, &dialError{err: errClosed}
+	}
+	w := &h1Waiter{fresh: fresh, waiting: true, served: make(chan struct{})}
 	h.waiters = append(h.waiters, w)
 	gen := t.gen
 	t.mu.Unlock()
 
-	// The ticket lets a dial that waits for a connection slot end when a
-	// connection is handed to w, or the request ends.
-	dctx := context.WithValue(ctx, ticketKey{}, &connTicket{done: ctx.Done(), served: w.served})
-	c, err := t.dial(dctx, addr)
+	// The dial outlives the request if a connection is handed to it
+	// first (its connection then goes to the pool), but not the
+	// request's end before that. The ticket lets a dial that waits for
+	// a connection slot end when w is served, or the request ends.
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	dctx = context.WithValue(dctx, ticketKey{}, &connTicket{done: ctx.Done(), served: w.served})
+	go t.dialFor(dctx, cancel, addr, gen, w)
 
-	t.mu.Lock()
-	if h := t.hosts[addr]; h != nil {
-		if i := slices.Index(h.waiters, w); i >= 0 {
-			h.waiters = slices.Delete(h.waiters, i, i+1)
+	select {
+	case <-w.served:
+	case <-ctx.Done():
+		t.mu.Lock()
+		gone := t.unwaitLocked(addr, w)
+		t.mu.Unlock()
+		if gone {
+			cancel() // nobody wants the dial's connection now
+			return nil, ctxError(ctx)
 		}
+		<-w.served // served meanwhile
 	}
-	got := w.conn
-	t.mu.Unlock()
+	if ctx.Err() != nil {
+		// The request ended while waiting or dialing: that is its
+		// failure, not the host's; a connection it got goes to the next
+		// one.
+		if w.conn != nil {
+			t.put(w.conn)
+		}
+		return nil, ctxError(ctx)
+	}
+	if w.conn == nil {
+		return nil, w.err
+	}
+	return w.conn, nil
+}
+
+// dialFor dials addr for w, on a goroutine counted with the proxy's
+// handlers: its connection (or error) serves w if w still waits;
+// otherwise the connection goes to the pool.
+func (t *h1Transport) dialFor(ctx context.Context, cancel context.CancelFunc, addr string, gen uint64, w *h1Waiter) {
+	defer t.p.handlers.leave()
+	defer cancel()
+	c, err := t.dial(ctx, addr)
 	var pc *h1Conn
 	if err == nil {
 		pc, err = t.newConn(c, addr, gen)
 	}
-	over := ctx.Err() != nil
-	if got == nil && pc != nil && !over {
-		return pc, nil
+	t.mu.Lock()
+	if t.unwaitLocked(addr, w) {
+		w.conn, w.err = pc, err
+		close(w.served)
+		t.mu.Unlock()
+		return
 	}
-	// A connection this request cannot use goes to the next one.
+	t.mu.Unlock()
 	if pc != nil {
 		t.put(pc)
 	}
-	if got != nil {
-		if !over {
-			return got, nil
-		}
-		t.put(got)
+}
+
+// unwaitLocked takes w out of addr's waiters: false if it was served
+// already.
+func (t *h1Transport) unwaitLocked(addr string, w *h1Waiter) bool {
+	if !w.waiting {
+		return false
 	}
-	if over {
-		// The request ended while waiting or dialing: that is its
-		// failure, not the host's.
-		return nil, ctxError(ctx)
-	}
-	return nil, err
+	w.waiting = false
+	h := t.hosts[addr] // kept while it has waiters
+	i := slices.Index(h.waiters, w)
+	h.waiters = slices.Delete(h.waiters, i, i+1)
+	return true
 }
 
 // hostLocked returns addr's host, made if needed.
@@ -337,8 +433,8 @@ func (t *h1Transport) newConn(c net.Conn, addr string, gen uint64) (*h1Conn, err
 }
 
 // put returns pc to its host once its exchange is over: to a request
-// waiting for one, or to the idle stack. A connection of an older
-// generation (opened before CloseIdleConnections) is closed.
+// waiting for one (not a fresh one), or to the idle stack. A connection
+// of an older generation (opened before CloseIdleConnections) is closed.
 func (t *h1Transport) put(pc *h1Conn) {
 	if pc.dead.Load() {
 		return
@@ -351,13 +447,28 @@ func (t *h1Transport) put(pc *h1Conn) {
 	}
 	pc.reused = true
 	h := t.hostLocked(pc.addr)
-	if len(h.waiters) > 0 {
-		w := h.waiters[0]
-		h.waiters = slices.Delete(h.waiters, 0, 1)
-		w.conn = pc
-		close(w.served)
+	if w := h.handOffLocked(); w != nil {
+		// Handed over, the connection is not peeked at by get: do it
+		// here, as the next request's is due.
 		t.mu.Unlock()
-		return
+		if pc.peerClosed() {
+			pc.abort()
+			return
+		}
+		t.mu.Lock()
+		if pc.gen != t.gen {
+			t.mu.Unlock()
+			pc.close()
+			return
+		}
+		h = t.hostLocked(pc.addr)
+		if w := h.handOffLocked(); w != nil {
+			t.unwaitLocked(pc.addr, w)
+			w.conn = pc
+			close(w.served)
+			t.mu.Unlock()
+			return
+		}
 	}
 	var evict *h1Conn
 	if len(h.idle) >= maxIdlePerHost {
@@ -380,6 +491,17 @@ func (t *h1Transport) put(pc *h1Conn) {
 	if evict != nil {
 		evict.close()
 	}
+}
+
+// handOffLocked returns the first waiter a returned connection may be
+// handed to, or nil.
+func (h *h1Host) handOffLocked() *h1Waiter {
+	for _, w := range h.waiters {
+		if !w.fresh {
+			return w
+		}
+	}
+	return nil
 }
 
 // expire closes the connections idle for idleFor, from the bottom of the
@@ -575,7 +697,9 @@ func (b *h1Body) finish(ok bool) bool {
 		return true
 	}
 	stopped := b.stop()
-	keep := stopped && b.keep && b.br.Buffered() == 0
+	// Bytes read past the response, which the next request would take
+	// for its response, close the connection.
+	keep := stopped && b.keep && b.br.Buffered() == 0 && !pc.tlsPending()
 	putReader(b.br)
 	b.br = nil
 	if !keep {
@@ -623,10 +747,14 @@ func (w *bodyWriter) run() {
 		st = writeFailed
 		w.pc.abort() // the upstream must not take a cut body for a whole one
 	}
-	if !w.state.CompareAndSwap(writeRunning, st) {
-		if err == nil {
-			w.pc.t.put(w.pc)
+	if !w.state.CompareAndSwap(writeRunning, st) && err == nil {
+		// Handed off: its last write was done before the response's
+		// end made any further one fail.
+		if w.pc.conn.SetWriteDeadline(time.Time{}) != nil {
+			w.pc.abort()
+			return
 		}
+		w.pc.t.put(w.pc)
 	}
 }
 
@@ -634,6 +762,12 @@ func (w *bodyWriter) run() {
 // request body was written in full, and the connection can be handed
 // back now; false if the connection is closed, or left to the writer to
 // hand back when it is done.
+//
+// A response that ended before the request body was written in full
+// ends the request, as Envoy does (the response's end is the exchange's
+// end, and nothing ends the writer later): the writer's next or current
+// write fails, and the connection closes. Only a writer whose last
+// write was done hands the connection back.
 func (w *bodyWriter) handOff() bool {
 	switch w.state.Load() {
 	case writeOK:
@@ -641,7 +775,22 @@ func (w *bodyWriter) handOff() bool {
 	case writeFailed:
 		return false
 	}
-	return !w.state.CompareAndSwap(writeRunning, writeHandedOff) && w.state.Load() == writeOK
+	if w.pc.conn.SetWriteDeadline(pastDeadline) != nil {
+		w.pc.abort()
+		return false
+	}
+	if w.state.CompareAndSwap(writeRunning, writeHandedOff) {
+		return false
+	}
+	// The writer ended meanwhile.
+	if w.state.Load() != writeOK {
+		return false // it closed the connection
+	}
+	if w.pc.conn.SetWriteDeadline(time.Time{}) != nil {
+		w.pc.abort()
+		return false
+	}
+	return true
 }
 
 // Chunk framing in the copy buffer: the size line goes in the room before

@@ -149,6 +149,11 @@ func newRawApp(t *testing.T, serve func(conn int, c net.Conn, req *http.Request)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newRawAppOn(t, ln, serve)
+}
+
+// newRawAppOn is a rawApp on ln (a TLS listener, say).
+func newRawAppOn(t *testing.T, ln net.Listener, serve func(conn int, c net.Conn, req *http.Request) bool) *rawApp {
 	a := &rawApp{ln: ln}
 	a.wg.Go(func() {
 		for {

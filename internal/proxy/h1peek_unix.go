@@ -6,11 +6,11 @@ import "syscall"
 
 // initPeek readies the peek at pc's socket.
 func (pc *h1Conn) initPeek() {
-	tc, ok := pc.raw.(*trackedConn)
-	if !ok {
-		return
+	var c any = pc.raw
+	if tc, ok := c.(*trackedConn); ok {
+		c = tc.Conn
 	}
-	sc, ok := tc.Conn.(syscall.Conn)
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return
 	}
@@ -22,11 +22,12 @@ func (pc *h1Conn) initPeek() {
 	pc.peekFn = pc.peek
 }
 
-// peerClosed reports whether the upstream has closed the idle connection
-// pc, or sent something on it (a TLS close_notify, an unasked response):
-// either way, it can carry no request. The socket is peeked at, not
-// read. Nothing it sends after this is seen, of course: a request written
-// then gets nothing back (see staleConnError).
+// peerClosed reports whether the upstream has closed pc between two
+// requests (idle, or handed from one to the next), or sent something on
+// it (a TLS close_notify, an unasked response): either way, it can carry
+// no request. The socket is peeked at, not read. Nothing it sends after
+// this is seen, of course: a request written then gets nothing back (see
+// staleConnError).
 func (pc *h1Conn) peerClosed() bool {
 	if pc.rc == nil {
 		return false

@@ -227,6 +227,17 @@ type trackedConn struct {
 	p       *Proxy
 	once    sync.Once
 	onClose func()
+	// probing makes Read fail at once (errProbe) without reading: set
+	// by the connection's reader around a read of the TLS layer above
+	// that must not reach the socket (see h1Conn.tlsPending).
+	probing bool
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	if c.probing {
+		return 0, errProbe
+	}
+	return c.Conn.Read(b)
 }
 
 func (c *trackedConn) Close() error {
