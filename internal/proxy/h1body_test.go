@@ -183,7 +183,7 @@ func TestDownDeadlineSurvivesWatchStop(t *testing.T) {
 		c.wmu.Unlock()
 		close(stopped)
 	}()
-	eventually(t, "the watch is being stopped", func() bool {
+	waitFor(t, "the watch is being stopped", func() bool {
 		c.wmu.Lock()
 		defer c.wmu.Unlock()
 		return c.stopping

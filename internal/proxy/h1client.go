@@ -597,11 +597,11 @@ func (w *bodyWriter) copy() error {
 func (w *bodyWriter) writeTrailer() error {
 	b := append(make([]byte, 0, 128), "0\r\n"...)
 	for k, vs := range w.trailer {
-		if !validHeaderName(k) {
+		if !validFieldName(k) {
 			continue
 		}
 		for _, v := range vs {
-			if validHeaderValue(v) {
+			if validFieldValue(v) {
 				b = append(append(append(append(b, k...), ": "...), v...), "\r\n"...)
 			}
 		}
@@ -638,7 +638,7 @@ func readInline(head []byte, body io.Reader, n int64) ([]byte, error) {
 // Host, req.Header as it is but for the fields set from req's own (a
 // User-Agent of "" is not sent), then the framing of a body of length n.
 func appendRequestHead(b []byte, req *http.Request, n int64, chunked bool) ([]byte, error) {
-	if !validHeaderName(req.Method) {
+	if !validFieldName(req.Method) {
 		return b, fmt.Errorf("proxy: invalid method %q", req.Method)
 	}
 	b = append(b, req.Method...)
@@ -655,7 +655,7 @@ func appendRequestHead(b []byte, req *http.Request, n int64, chunked bool) ([]by
 	if host == "" {
 		host = req.URL.Host
 	}
-	if !validHeaderValue(host) {
+	if !validFieldValue(host) {
 		return b, fmt.Errorf("proxy: invalid Host %q", host)
 	}
 	b = append(b, host...)
@@ -665,14 +665,14 @@ func appendRequestHead(b []byte, req *http.Request, n int64, chunked bool) ([]by
 		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
 		}
-		if !validHeaderName(k) {
+		if !validFieldName(k) {
 			return b, fmt.Errorf("proxy: invalid header field name %q", k)
 		}
 		for _, v := range vs {
 			if v == "" && k == "User-Agent" {
 				continue
 			}
-			if !validHeaderValue(v) {
+			if !validFieldValue(v) {
 				return b, fmt.Errorf("proxy: invalid value of header field %q", k) // not the value: it may be secret
 			}
 			b = append(b, k...)
@@ -687,7 +687,7 @@ func appendRequestHead(b []byte, req *http.Request, n int64, chunked bool) ([]by
 		if len(req.Trailer) > 0 {
 			keys := make([]string, 0, len(req.Trailer))
 			for k := range req.Trailer {
-				if validHeaderName(k) {
+				if validFieldName(k) {
 					keys = append(keys, k)
 				}
 			}
@@ -730,42 +730,6 @@ func appendRequestURI(b []byte, u *url.URL) []byte {
 		b = append(b, u.RawQuery...)
 	}
 	return b
-}
-
-// validHeaderName reports whether s is a token (RFC 9110, section 5.1).
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenByte(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func isTokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
-
-// validHeaderValue reports whether s has no control character but tab
-// (RFC 9110, section 5.5), as net/http checks.
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // ctxError is the error of a request whose context ended: it wraps the

@@ -95,20 +95,6 @@ func downConns(p *Proxy, name string) int {
 	return len(s.down)
 }
 
-// eventually polls cond until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: timed out", what)
-		}
-		<-tick.C
-	}
-}
-
 // within waits for ch, failing after a while.
 func within(t *testing.T, ch <-chan struct{}, what string) {
 	t.Helper()
@@ -435,7 +421,7 @@ func TestDownReadAheadKept(t *testing.T) {
 	within(t, started, "the request reaching the app")
 	rc.send(t, "G")
 	// The watch reads the byte once it runs.
-	eventually(t, "the read ahead", func() bool {
+	waitFor(t, "the read ahead", func() bool {
 		var c *downConn
 		p.mu.Lock()
 		l := p.listeners["svc"]
