@@ -220,6 +220,27 @@ func render(t *testing.T, res map[resource.Type][]types.Resource) []byte {
 	return append(b, '\n')
 }
 
+// checkGolden compares res, rendered, with testdata/<name>.golden
+// (rewritten first with -update) and returns the rendering.
+func checkGolden(t *testing.T, name string, res map[resource.Type][]types.Resource) []byte {
+	t.Helper()
+	got := render(t, res)
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("resources differ from %s (run with -update and review the diff):\n%s", path, got)
+	}
+	return got
+}
+
 func TestResourcesGolden(t *testing.T) {
 	for name, snap := range snapshots() {
 		t.Run(name, func(t *testing.T) {
@@ -250,20 +271,7 @@ func TestResourcesGolden(t *testing.T) {
 			if err := cs.Consistent(); err != nil {
 				t.Errorf("Consistent: %v", err)
 			}
-			got := render(t, res)
-			path := filepath.Join("testdata", name+".golden")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("resources differ from %s (run with -update and review the diff):\n%s", path, got)
-			}
+			got := checkGolden(t, name, res)
 			// Pure: the same snapshot gives the same resources.
 			again, err := Resources(snap)
 			if err != nil {

@@ -2,8 +2,6 @@ package generate
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,20 +55,7 @@ func TestProxylessGolden(t *testing.T) {
 		t.Errorf("listeners %q, want one per upstream name: db billing", got)
 	}
 
-	got := render(t, res)
-	path := filepath.Join("testdata", "proxyless_two_upstreams.golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("resources differ from %s (run with -update and review the diff):\n%s", path, got)
-	}
+	got := checkGolden(t, "proxyless_two_upstreams", res)
 	again, err := ProxylessResources(snap)
 	if err != nil {
 		t.Fatal(err)
