@@ -49,21 +49,28 @@ func TestRetriesHideAFailingInstance(t *testing.T) {
 		return failed, bad.Requests() - before
 	}
 
-	// Without retries, db-2's 503s reach the client.
-	failed, hits := phase("/plain", 6)
-	if hits == 0 || len(failed) != hits {
-		t.Fatalf("/plain: db-2 got %d requests, %d failed (%v); want it to get some, and each of them failed", hits, len(failed), failed)
-	}
-	for _, r := range failed {
-		if r.code != http.StatusServiceUnavailable || r.body != "db-2" {
-			t.Fatalf("/plain: got %v, want db-2's own 503", r)
+	// passedOn checks that each of db-2's requests on path failed with
+	// db-2's own answer, code.
+	passedOn := func(path string, n, code int) {
+		t.Helper()
+		failed, hits := phase(path, n)
+		if hits == 0 || len(failed) != hits {
+			t.Fatalf("%s: db-2 got %d requests, %d failed (%v); want it to get some, and each of them failed", path, hits, len(failed), failed)
+		}
+		for _, r := range failed {
+			if r.code != code || r.body != "db-2" {
+				t.Fatalf("%s: got %v, want db-2's own %d", path, r, code)
+			}
 		}
 	}
+
+	// Without retries, db-2's 503s reach the client.
+	passedOn("/plain", 6, http.StatusServiceUnavailable)
 	p.webProxy.WaitStat(statRetries, retries, "cluster", dbCluster)
 
 	// Retrying on 503 hides them; each of db-2's failures was retried,
 	// once.
-	failed, hits = phase("/codes", 12)
+	failed, hits := phase("/codes", 12)
 	if len(failed) != 0 || hits == 0 {
 		t.Fatalf("/codes: %d requests failed (%v), db-2 got %d; want none failed, db-2 tried", len(failed), failed, hits)
 	}
@@ -72,15 +79,7 @@ func TestRetriesHideAFailingInstance(t *testing.T) {
 
 	// A 500 is not among the RetryOnStatusCodes: passed on, not retried.
 	bad.SetStatus(http.StatusInternalServerError)
-	failed, hits = phase("/codes", 6)
-	if hits == 0 || len(failed) != hits {
-		t.Fatalf("/codes: db-2 answering 500 got %d requests, %d failed (%v); want each of them failed", hits, len(failed), failed)
-	}
-	for _, r := range failed {
-		if r.code != http.StatusInternalServerError || r.body != "db-2" {
-			t.Fatalf("/codes: got %v, want db-2's own 500", r)
-		}
-	}
+	passedOn("/codes", 6, http.StatusInternalServerError)
 	p.webProxy.WaitStat(statRetries, retries, "cluster", dbCluster)
 
 	// The catch-all route retries every 5xx.
