@@ -25,7 +25,7 @@ import (
 //
 // A request runs on its caller's goroutine: its head (and a body of known
 // length up to maxInlineBody, read in full first) goes out in one write,
-// then the response head is read with http.ReadResponse; the response
+// then the response head is read (h1parse.go); the response
 // body is read by the caller through the returned Body, which hands the
 // connection back at its end. Only a body of unknown or larger length is
 // written by a goroutine of its own, so that the response can start while
@@ -113,6 +113,8 @@ type h1Conn struct {
 	peekFn   func(uintptr) bool
 	peekGone bool
 	peekBuf  [1]byte // also read by tlsPending
+
+	headBuf []byte // scratch for response heads
 }
 
 // Read reads the connection for the response's bufio.Reader, within the
@@ -196,7 +198,12 @@ func (pc *h1Conn) close() {
 // the request's context ended meanwhile: then, as for any failure after
 // the context ended, the error wraps the context's cause.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+	return t.roundTrip(req.Context(), req)
+}
+
+// roundTrip is RoundTrip with the request's context given apart; req's
+// own is not used.
+func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	body := req.Body
 	if body == http.NoBody {
 		body = nil
@@ -316,7 +323,9 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 	br := readBufs.Get().(*bufio.Reader)
 	br.Reset(pc)
 	pc.nread, pc.limit = 0, maxResponseHead
-	resp, err := readResponse(br, req)
+	b := &h1Body{pc: pc, br: br, stop: stop, ctx: ctx, stream: stream}
+	resp := &b.resp
+	kind, length, err := pc.readResponse(br, req, resp)
 	pc.limit = -1
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		err = errors.New("unexpected 101 Switching Protocols")
@@ -333,37 +342,47 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 		}
 		return nil, fmt.Errorf("proxy: upstream %s: reading the response: %w", pc.addr, err)
 	}
-	b := &h1Body{pc: pc, rd: resp.Body, br: br, stop: stop, ctx: ctx, stream: stream,
-		keep: !resp.Close && !req.Close}
-	if resp.Body == http.NoBody {
+	b.keep = !resp.Close && !req.Close
+	if kind == bodyNone {
+		resp.Body = http.NoBody
 		b.finish(true)
 		return resp, nil
 	}
+	b.body.init(br, kind, length, &resp.Trailer)
 	resp.Body = b
 	return resp, nil
 }
 
-// readResponse reads the final response head, skipping interim (1xx)
-// ones.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+// readResponse reads the final response head into resp, skipping
+// interim (1xx) ones, and says how its body is delimited.
+func (pc *h1Conn) readResponse(br *bufio.Reader, req *http.Request, resp *http.Response) (bodyKind, int64, error) {
 	for range max1xx {
-		resp, err := http.ReadResponse(br, req)
+		head, buf, err := readHead(br, pc.headBuf)
+		pc.headBuf = buf
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		if err != nil {
-			return nil, err
+			return 0, 0, err
+		}
+		kind, n, err := parseResponse(head, req, resp)
+		if err != nil {
+			return 0, 0, err
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
+			return kind, n, nil
 		}
 	}
-	return nil, errors.New("too many interim (1xx) responses")
+	return 0, 0, errors.New("too many interim (1xx) responses")
 }
 
 // h1Body is a response body: at its end the connection goes back to the
 // pool if it can carry another request; closed before, the connection is
 // closed.
 type h1Body struct {
+	resp   http.Response
+	body   msgBody
 	pc     *h1Conn
-	rd     io.ReadCloser // http.ReadResponse's
 	br     *bufio.Reader
 	stop   func() bool // of the cancellation's AfterFunc
 	ctx    context.Context
@@ -380,7 +399,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		}
 		return 0, b.err
 	}
-	n, err := b.rd.Read(p)
+	n, err := b.body.Read(p)
 	switch {
 	case err == nil:
 	case errors.Is(err, io.EOF):

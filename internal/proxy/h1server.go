@@ -23,7 +23,7 @@ import (
 // connection besides the accepting one, a background read per request
 // and the handoffs between them) were most of the L7 sidecar's. A
 // downConn runs on the goroutine that accepted and admitted it, which
-// p.wg counts: it reads a request with http.ReadRequest, serves it with
+// p.wg counts: it reads a request (h1parse.go), serves it with
 // the listener's httpHandler through a downResponse, and reads the next
 // one, one at a time, in order (pipelined requests wait in the reader).
 //
@@ -107,6 +107,7 @@ type downConn struct {
 	afterPOST bool
 	limit     int64 // what Read may still return of a request's header; < 0: no limit
 	hitLimit  bool
+	headBuf   []byte // scratch for request heads
 	keys      []string
 	date      []byte // "Date: ...\r\n" of dateSec
 	dateSec   int64
@@ -321,13 +322,28 @@ var errHeaderTooLarge = errors.New("proxy: request header too large")
 // does, and gives it ctx.
 func (c *downConn) readRequest(ctx context.Context) (*http.Request, error) {
 	c.limit, c.hitLimit = maxRequestHeaderBytes+downBufSize, false
-	r, err := http.ReadRequest(c.br)
+	head, buf, err := readHead(c.br, c.headBuf)
+	c.headBuf = buf
 	c.limit = -1
 	if err != nil {
 		if c.hitLimit {
 			return nil, errHeaderTooLarge
 		}
 		return nil, err
+	}
+	var base http.Request
+	kind, n, err := parseRequest(head, &base)
+	if err != nil {
+		return nil, err
+	}
+	r := base.WithContext(ctx)
+	if kind != bodyNone {
+		b := &downBody{c: c, length: r.ContentLength}
+		b.msg.init(c.br, kind, n, &r.Trailer)
+		b.src = &b.msg
+		r.Body = b
+	} else {
+		r.Body = http.NoBody
 	}
 	if r.ProtoMajor != 1 {
 		return nil, &downError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
@@ -355,7 +371,7 @@ func (c *downConn) readRequest(ctx context.Context) (*http.Request, error) {
 	}
 	r.RemoteAddr = c.remote
 	r.TLS = c.tls
-	return r.WithContext(ctx), nil
+	return r, nil
 }
 
 // refuse answers a request that could not be read, as net/http's
@@ -370,7 +386,7 @@ func (c *downConn) refuse(err error) (linger bool) {
 		c.bw.WriteString("HTTP/1.1 " + status + errorHeaders + status)
 	case isQuietReadError(err):
 		return false
-	case strings.HasPrefix(err.Error(), "unsupported transfer encoding"):
+	case errors.As(err, new(errUnsupportedTE)):
 		c.bw.WriteString("HTTP/1.1 501 Not Implemented" + errorHeaders + "Unsupported transfer encoding")
 	case errors.As(err, &de):
 		status := strconv.Itoa(de.code) + " " + http.StatusText(de.code) + ": " + de.text
@@ -399,10 +415,8 @@ func isQuietReadError(err error) bool {
 func (c *downConn) serveRequest(r *http.Request) (keep, linger bool) {
 	w := &c.res
 	w.reset(r)
-	var body *downBody
-	if r.Body != nil && r.Body != http.NoBody {
-		body = &downBody{c: c, src: r.Body, length: r.ContentLength}
-		r.Body = body
+	body, _ := r.Body.(*downBody)
+	if body != nil {
 		w.body = body
 	}
 	if expect := r.Header["Expect"]; len(expect) > 0 {
@@ -768,7 +782,8 @@ func bodyAllowedForStatus(code int) bool {
 // can read out the rest, then reuse or give back that reader.
 type downBody struct {
 	c      *downConn
-	src    io.ReadCloser
+	src    io.Reader // msg, but in tests
+	msg    msgBody
 	length int64 // the request's ContentLength
 	expect bool  // the client expects 100-continue
 
