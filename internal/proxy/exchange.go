@@ -60,7 +60,7 @@ type exchange struct {
 	mu         sync.Mutex
 	bodyDone   bool // the downstream request body ended
 	finished   bool
-	routeTimer *time.Timer
+	routeTimer *routeTimer
 	tryCancel  context.CancelCauseFunc // the current attempt's, with a per-try timeout
 	tryTimeout time.Duration           // to start when the body ends; 0: started or none
 	tryTimer   *time.Timer
@@ -163,10 +163,8 @@ func (x *exchange) forward() (abort bool) {
 	if rt.hasIdle {
 		idle = rt.idle
 	}
-	var touch func()
 	if idle > 0 {
 		x.startIdle(idle)
-		touch = x.touch
 	}
 	var replay *requestBody
 	var plain *plainBody
@@ -177,9 +175,9 @@ func (x *exchange) forward() (abort bool) {
 			_ = http.NewResponseController(x.w).EnableFullDuplex()
 		}
 		if rt.retry != nil {
-			replay = &requestBody{src: r.Body, replay: true, onEnd: x.bodyEnded, touch: touch}
+			replay = &requestBody{src: r.Body, replay: true, x: x, touch: idle > 0}
 		} else {
-			x.plain = plainBody{src: r.Body, onEnd: x.bodyEnded, touch: touch}
+			x.plain = plainBody{src: r.Body, x: x, touch: idle > 0}
 			plain = &x.plain
 		}
 	} else {
@@ -521,7 +519,7 @@ func (x *exchange) bodyEnded() {
 	}
 	x.bodyDone = true
 	if d := x.rt.timeout; d > 0 {
-		x.routeTimer = time.AfterFunc(d, func() { x.cancel(errRouteTimeout) })
+		x.routeTimer = startRouteTimer(x, d)
 	}
 	if x.tryTimeout > 0 {
 		x.startTryLocked()
@@ -593,11 +591,52 @@ func (x *exchange) onIdle() {
 func (x *exchange) finish() {
 	x.mu.Lock()
 	x.finished = true
-	for _, t := range []*time.Timer{x.routeTimer, x.tryTimer, x.idleTimer} {
+	if x.routeTimer != nil {
+		x.routeTimer.stop()
+		x.routeTimer = nil
+	}
+	for _, t := range []*time.Timer{x.tryTimer, x.idleTimer} {
 		if t != nil {
 			t.Stop()
 		}
 	}
 	x.mu.Unlock()
 	x.cancel(context.Canceled)
+}
+
+// A routeTimer is the route timeout of an exchange. Nearly every request
+// has one (Envoy's default is 15 s) and nearly every one is stopped long
+// before it fires, so they are reused rather than made per request.
+type routeTimer struct {
+	t *time.Timer
+	x atomic.Pointer[exchange]
+}
+
+var routeTimers = sync.Pool{New: func() any {
+	rt := new(routeTimer)
+	rt.t = time.AfterFunc(time.Hour, rt.fire)
+	rt.t.Stop()
+	return rt
+}}
+
+func startRouteTimer(x *exchange, d time.Duration) *routeTimer {
+	rt := routeTimers.Get().(*routeTimer)
+	rt.x.Store(x)
+	rt.t.Reset(d)
+	return rt
+}
+
+func (rt *routeTimer) fire() {
+	if x := rt.x.Load(); x != nil {
+		x.cancel(errRouteTimeout)
+	}
+}
+
+// stop stops the timer; it is reused only if it had not fired, so that a
+// late fire never reaches another exchange.
+func (rt *routeTimer) stop() {
+	if rt.t.Stop() {
+		rt.x.Store(nil)
+		routeTimers.Put(rt)
+	}
 }

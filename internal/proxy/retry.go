@@ -211,8 +211,8 @@ var (
 type requestBody struct {
 	src    io.ReadCloser
 	replay bool
-	onEnd  func() // once, when src returned EOF
-	touch  func() // on every read (idle timeout), may be nil
+	x      *exchange // told bodyEnded once, when src returned EOF
+	touch  bool      // tell x of every read (idle timeout)
 
 	readMu  sync.Mutex // held while reading src
 	mu      sync.Mutex // guards the fields below
@@ -290,8 +290,8 @@ func (a *attemptBody) readSource(p []byte) (k int, err error, again bool) {
 		return 0, nil, true
 	}
 	k, err = b.src.Read(p)
-	if b.touch != nil {
-		b.touch()
+	if b.touch {
+		b.x.touch()
 	}
 	b.mu.Lock()
 	b.reading = false
@@ -316,7 +316,7 @@ func (a *attemptBody) readSource(p []byte) (k int, err error, again bool) {
 	}
 	b.mu.Unlock()
 	if ended {
-		b.onEnd()
+		b.x.bodyEnded()
 	}
 	return k, err, false
 }
@@ -330,18 +330,18 @@ func (a *attemptBody) Close() error {
 // downstream body as is, but for the end and activity notifications.
 type plainBody struct {
 	src   io.ReadCloser
-	onEnd func()
-	touch func()
+	x     *exchange // told bodyEnded once, at the end
+	touch bool      // tell x of every read (idle timeout)
 	ended atomic.Bool
 }
 
 func (b *plainBody) Read(p []byte) (int, error) {
 	k, err := b.src.Read(p)
-	if b.touch != nil {
-		b.touch()
+	if b.touch {
+		b.x.touch()
 	}
 	if errors.Is(err, io.EOF) && !b.ended.Swap(true) {
-		b.onEnd()
+		b.x.bodyEnded()
 	}
 	return k, err
 }
