@@ -357,7 +357,7 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 // interim (1xx) ones, and says how its body is delimited.
 func (pc *h1Conn) readResponse(br *bufio.Reader, req *http.Request, resp *http.Response) (bodyKind, int64, error) {
 	for range max1xx {
-		head, buf, err := readHead(br, pc.headBuf)
+		head, buf, err := readHead(br, pc.headBuf, 0)
 		pc.headBuf = buf
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF

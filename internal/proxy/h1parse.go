@@ -24,14 +24,20 @@ import (
 
 // readHead reads a message head, up to and with its empty line, and
 // returns it as one string. buf is scratch space, returned for reuse.
-func readHead(br *bufio.Reader, buf []byte) (string, []byte, error) {
+// A head longer than limit (> 0) is refused; the callers that read a
+// message's head limit what the connection gives them instead.
+func readHead(br *bufio.Reader, buf []byte, limit int) (string, []byte, error) {
 	buf = buf[:0]
+	start := 0 // of the line being read
 	for {
-		line, err := br.ReadSlice('\n')
-		buf = append(buf, line...)
+		piece, err := br.ReadSlice('\n')
+		buf = append(buf, piece...)
+		if limit > 0 && len(buf) > limit {
+			return "", buf, errHeadTooLong
+		}
 		switch {
 		case err == bufio.ErrBufferFull:
-			continue
+			continue // the line goes on past the reader's buffer
 		case err == io.EOF && len(buf) == 0:
 			return "", buf, io.EOF
 		case err == io.EOF:
@@ -39,13 +45,20 @@ func readHead(br *bufio.Reader, buf []byte) (string, []byte, error) {
 		case err != nil:
 			return "", buf, err
 		}
-		// The line just read is empty: the head's end (or, first, an
-		// empty start line, which the parser refuses).
-		if n := len(line); n == 1 || n == 2 && line[0] == '\r' {
+		// An empty line ends the head (or, first, is an empty start
+		// line, which the parser refuses).
+		if line := buf[start:]; len(line) == 1 || len(line) == 2 && line[0] == '\r' {
 			return string(buf), buf, nil
 		}
+		start = len(buf)
 	}
 }
+
+var errHeadTooLong = errors.New("proxy: trailer section too long")
+
+// maxTrailerBytes bounds a chunked body's trailer section: Envoy's
+// header limit, which it applies to trailers too.
+const maxTrailerBytes = maxRequestHeaderBytes
 
 // nextLine splits s into its first line, without CRLF or LF, and the rest.
 func nextLine(s string) (line, rest string) {
@@ -63,7 +76,7 @@ func nextLine(s string) (line, rest string) {
 // parseFields parses the field lines of a head (s, after the start line)
 // into a new header, as textproto.Reader.ReadMIMEHeader does.
 func parseFields(s string) (http.Header, error) {
-	n := strings.Count(s, "\n") - 1 // the field lines, but for the empty one
+	n := max(strings.Count(s, "\n")-1, 0) // the field lines, but for the empty one
 	h := make(http.Header, n)
 	vals := make([]string, 0, n) // one backing array for single values
 	var last string              // the last field's name, for obs-fold
@@ -201,11 +214,11 @@ func respTransfer(resp *http.Response, method string) (bodyKind, int64, error) {
 	chunked := false
 	if te, ok := h["Transfer-Encoding"]; ok {
 		delete(h, "Transfer-Encoding")
-		if resp.ProtoAtLeast(1, 1) { // ignored in HTTP/1.0
+		if teApplies(resp.ProtoMajor, resp.ProtoMinor) {
 			switch {
 			case len(te) != 1:
 				return 0, 0, fmt.Errorf("too many transfer encodings: %q", te)
-			case !strings.EqualFold(te[0], "chunked"):
+			case !asciiEqualFold(te[0], "chunked"):
 				return 0, 0, fmt.Errorf("unsupported transfer encoding: %q", te[0])
 			}
 			chunked = true
@@ -259,6 +272,35 @@ func respTransfer(resp *http.Response, method string) (bodyKind, int64, error) {
 }
 
 var chunkedEncoding = []string{"chunked"}
+
+// teApplies says whether Transfer-Encoding counts in a message of this
+// version: not in HTTP/1.0, as net/http has it, which takes 0.0 (no
+// version it could parse) for 1.1.
+func teApplies(major, minor int) bool {
+	return major > 1 || major == 1 && minor >= 1 || major == 0 && minor == 0
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII only: HTTP's tokens are
+// ASCII, and Unicode's folds (the Kelvin sign for k) must not turn a
+// value into "chunked" or "close".
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(b byte) byte {
+	if 'A' <= b && b <= 'Z' {
+		return b + ('a' - 'A')
+	}
+	return b
+}
 
 // parseContentLength parses a Content-Length value as net/http does.
 func parseContentLength(v string) (int64, error) {
@@ -334,6 +376,7 @@ type msgBody struct {
 	chunks  io.Reader // bodyChunked
 	trailer *http.Header
 	eof     bool
+	err     error // of the trailer, returned from then on
 }
 
 func (b *msgBody) init(br *bufio.Reader, kind bodyKind, n int64, trailer *http.Header) {
@@ -344,6 +387,9 @@ func (b *msgBody) init(br *bufio.Reader, kind bodyKind, n int64, trailer *http.H
 }
 
 func (b *msgBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
 	if b.eof {
 		return 0, io.EOF
 	}
@@ -366,6 +412,7 @@ func (b *msgBody) Read(p []byte) (int, error) {
 		n, err := b.chunks.Read(p)
 		if err == io.EOF {
 			if err := b.readTrailer(); err != nil {
+				b.err = err
 				return n, err
 			}
 			b.eof = true
@@ -385,7 +432,7 @@ func (b *msgBody) Read(p []byte) (int, error) {
 // readTrailer reads the trailer section after the last chunk into
 // *b.trailer, merging with the names declared.
 func (b *msgBody) readTrailer() error {
-	head, _, err := readHead(b.br, nil)
+	head, _, err := readHead(b.br, nil, maxTrailerBytes)
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -462,6 +509,8 @@ func parseRequest(head string, r *http.Request) (bodyKind, int64, error) {
 	if r.Host == "" && len(hosts) == 1 {
 		r.Host = hosts[0]
 	}
+	// The HTTP/2 preface read as HTTP/1: net/http marks it so.
+	h2Preface := method == "PRI" && len(h) == 0 && u.Path == "*" && proto == "HTTP/2.0"
 	delete(h, "Host") // r.Host has it
 
 	conn := h["Connection"]
@@ -477,11 +526,11 @@ func parseRequest(head string, r *http.Request) (bodyKind, int64, error) {
 	chunked := false
 	if te, ok := h["Transfer-Encoding"]; ok {
 		delete(h, "Transfer-Encoding")
-		if r.ProtoAtLeast(1, 1) { // ignored in HTTP/1.0
+		if teApplies(major, minor) {
 			switch {
 			case len(te) != 1:
 				return 0, 0, errUnsupportedTE(fmt.Sprintf("too many transfer encodings: %q", te))
-			case !strings.EqualFold(te[0], "chunked"):
+			case !asciiEqualFold(te[0], "chunked"):
 				return 0, 0, errUnsupportedTE(fmt.Sprintf("unsupported transfer encoding: %q", te[0]))
 			}
 			chunked = true
@@ -511,8 +560,7 @@ func parseRequest(head string, r *http.Request) (bodyKind, int64, error) {
 		delete(h, "Content-Length")
 	}
 	r.ContentLength = length
-	if method == "PRI" && len(h) == 0 && u.Path == "*" && proto == "HTTP/2.0" {
-		// The HTTP/2 preface read as HTTP/1: net/http marks it so.
+	if h2Preface {
 		r.ContentLength, r.Close = -1, true
 	}
 	if kind == bodyLength {

@@ -136,6 +136,20 @@ func TestResponseParserMatchesNetHTTP(t *testing.T) {
 		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Len",
 		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chun\u212aed\r\nContent-Length: 3\r\n\r\nabc" + next,
+		"HTTP/1.0 200 OK\r\nConnection: \u212aeep-alive\r\nContent-Length: 3\r\n\r\nabc" + next,
+		"HTTP/1.1 200 OK\r\nConnection: clo\u017fe\r\nContent-Length: 3\r\n\r\nabc" + next,
+		"HTTP/0.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"HTTP/0.0 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+	}
+	// Lines that end at or just past the edge of the reader's buffer
+	// (4 KiB): the head goes on after them.
+	for _, n := range []int{4091, 4092, 4093, 4094, 4095, 4096, 8190} {
+		long := strings.Repeat("a", n)
+		cases = append(cases,
+			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: "+long+"\r\nSet-Cookie: s=1\r\n\r\nhello"+next,
+			"HTTP/1.1 200 "+long+"\r\nContent-Length: 5\r\n\r\nhello"+next,
+		)
 	}
 	for _, raw := range cases {
 		for _, method := range []string{"GET", "HEAD"} {
@@ -164,7 +178,7 @@ func TestResponseParserMatchesNetHTTP(t *testing.T) {
 
 // parseOne reads one response with the client's parser.
 func parseOne(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	head, _, err := readHead(br, nil)
+	head, _, err := readHead(br, nil, 0)
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
@@ -202,7 +216,7 @@ func TestResponseParserAllocations(t *testing.T) {
 		br.Reset(sr)
 		var head string
 		var err error
-		head, buf, err = readHead(br, buf)
+		head, buf, err = readHead(br, buf, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,6 +367,18 @@ func TestRequestParserMatchesNetHTTP(t *testing.T) {
 		"",
 		"GET / HTTP/1.1\r\nHost: h\r\n",
 		"GET / HTTP/1.1",
+		"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chun\u212aed\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"GET / HTTP/1.0\r\nConnection: \u212aeep-alive\r\n\r\n" + next,
+		"GET / HTTP/1.1\r\nHost: h\r\nConnection: clo\u017fe\r\n\r\n" + next,
+		"POST / HTTP/0.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"PRI * HTTP/2.0\r\nHost: a\r\n\r\n",
+	}
+	for _, n := range []int{4070, 4079, 4080, 4081, 4082, 4083, 4091, 4092, 4093, 4094, 4095, 4096} {
+		long := strings.Repeat("a", n)
+		cases = append(cases,
+			"GET /"+long+" HTTP/1.1\r\nHost: h\r\n\r\n"+next,
+			"POST / HTTP/1.1\r\nHost: h\r\nX: "+long+"\r\nContent-Length: 5\r\n\r\nhello"+next,
+		)
 	}
 	for _, raw := range cases {
 		br := bufio.NewReader(strings.NewReader(raw))
@@ -375,7 +401,7 @@ func TestRequestParserMatchesNetHTTP(t *testing.T) {
 
 // parseOneRequest reads one request with the loop's parser.
 func parseOneRequest(br *bufio.Reader) (*http.Request, error) {
-	head, _, err := readHead(br, nil)
+	head, _, err := readHead(br, nil, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -406,7 +432,7 @@ func TestRequestParserAllocations(t *testing.T) {
 		br.Reset(sr)
 		var head string
 		var err error
-		head, buf, err = readHead(br, buf)
+		head, buf, err = readHead(br, buf, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -425,4 +451,47 @@ func TestRequestParserAllocations(t *testing.T) {
 		}
 	})
 	t.Logf("allocations per request head: %v (net/http: %v)", allocs, allocsNetHTTP)
+}
+
+// A trailer section longer than maxTrailerBytes fails the body, and the
+// failure stays.
+func TestTrailerLimit(t *testing.T) {
+	raw := "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" +
+		strings.Repeat("X-T: "+strings.Repeat("a", 1000)+"\r\n", maxTrailerBytes/1000+1) + "\r\n"
+	r, err := parseOneRequest(bufio.NewReader(strings.NewReader(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r.Body); err != errHeadTooLong {
+		t.Fatalf("reading the body: %v, want %v", err, errHeadTooLong)
+	}
+	if _, err := r.Body.Read(make([]byte, 1)); err != errHeadTooLong {
+		t.Fatalf("reading again: %v, want %v", err, errHeadTooLong)
+	}
+}
+
+// Trailer lines that end at or past the edge of the reader's buffer are
+// read whole, and the trailer section goes on after them (net/http
+// refuses a trailer section beyond its buffer; the proxy takes Envoy's
+// limit).
+func TestLongTrailerLines(t *testing.T) {
+	for _, n := range []int{4091, 4092, 4093, 4094, 4095, 4096, 8190} {
+		long := strings.Repeat("a", n)
+		raw := "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\nX: " + long + "\r\nY: 1\r\n\r\nGET /next HTTP/1.1\r\n\r\n"
+		br := bufio.NewReader(strings.NewReader(raw))
+		r, err := parseOneRequest(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil || string(body) != "b" {
+			t.Fatalf("%d: body %q, %v", n, body, err)
+		}
+		if len(r.Trailer["X"]) != 1 || r.Trailer["X"][0] != long || r.Trailer.Get("Y") != "1" {
+			t.Errorf("%d: trailer X of %d bytes, Y %q", n, len(r.Trailer.Get("X")), r.Trailer.Get("Y"))
+		}
+		if rest, _ := io.ReadAll(br); string(rest) != "GET /next HTTP/1.1\r\n\r\n" {
+			t.Errorf("%d: left %q", n, rest)
+		}
+	}
 }

@@ -236,6 +236,13 @@ func (c *downConn) serve(srv *httpServer) {
 	c.bw.Reset(c.rwc)
 	linger := false
 	defer func() {
+		if v := recover(); v != nil {
+			// A defect outside the handler (which handle guards) costs
+			// this connection, not the process, as with net/http.
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			c.p.log.Error("proxy: panic serving an HTTP/1.1 connection", "remote", c.remote, "panic", v, "stack", string(buf))
+		}
 		c.close(linger)
 		srv.removeDown(c)
 		c.release()
@@ -322,7 +329,7 @@ var errHeaderTooLarge = errors.New("proxy: request header too large")
 // does, and gives it ctx.
 func (c *downConn) readRequest(ctx context.Context) (*http.Request, error) {
 	c.limit, c.hitLimit = maxRequestHeaderBytes+downBufSize, false
-	head, buf, err := readHead(c.br, c.headBuf)
+	head, buf, err := readHead(c.br, c.headBuf, 0)
 	c.headBuf = buf
 	c.limit = -1
 	if err != nil {
@@ -752,7 +759,7 @@ func validHostHeader(h string) bool {
 // ignoring case.
 func hasToken(v, token string) bool {
 	for f := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(textproto.TrimString(f), token) {
+		if asciiEqualFold(textproto.TrimString(f), token) {
 			return true
 		}
 	}

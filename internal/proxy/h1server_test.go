@@ -375,6 +375,14 @@ func TestDownBadRequests(t *testing.T) {
 			}
 		})
 	}
+	// Request lines and fields that end at the edge of the reader's
+	// buffer are read whole.
+	for _, n := range []int{4081, 4082, 4090, 4091} {
+		resp, _ := do(t, h1Client(t), "GET", urlOf(svc, "/"+strings.Repeat("a", n)), "", "X-Long", strings.Repeat("b", n))
+		if resp.StatusCode != 200 {
+			t.Errorf("a path and a field of %d bytes: %s", n, resp.Status)
+		}
+	}
 	// A header a little under the limit goes through.
 	big := strings.Repeat("x", 50<<10)
 	if resp, _ := do(t, h1Client(t), "GET", urlOf(svc, "/"), "", "X-Big", big); resp.StatusCode != 200 {

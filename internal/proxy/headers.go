@@ -233,7 +233,7 @@ func removeHopHeaders(h http.Header, keepTE bool) {
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
-	if keepTE && len(te) == 1 && strings.EqualFold(te[0], "trailers") {
+	if keepTE && len(te) == 1 && asciiEqualFold(te[0], "trailers") {
 		h["Te"] = te
 	}
 }
