@@ -139,7 +139,24 @@ func (x *exchange) forward() (abort bool) {
 	if len(rt.hash) > 0 {
 		pr.hash, pr.hasHash, x.setCookie = requestHash(rt.hash, r, &x.query, x.sourceIP())
 	}
+	upgrade := ""
+	if proto := upgradeProtocol(r); proto != "" && proto != "h2c" {
+		_, h1 := cl.pool.tr.(*h1Transport)
+		_, tun := x.w.(tunneler)
+		if !slices.Contains(x.hs.upgrades, proto) || !h1 || !tun {
+			// As Envoy: an upgrade the listener does not carry is
+			// refused (an h2c one is dropped, as its HTTP/1 codec does).
+			x.spec.m.upgradesRefused.Inc()
+			x.localReply(http.StatusForbidden, "", -1)
+			return false
+		}
+		upgrade = r.Header["Upgrade"][0]
+	}
 	removeHopHeaders(r.Header, true)
+	if upgrade != "" {
+		r.Header["Connection"] = []string{"Upgrade"}
+		r.Header["Upgrade"] = []string{upgrade}
+	}
 	delete(r.Header, "Expect") // the server answers 100-continue itself
 	if _, ok := r.Header["User-Agent"]; !ok {
 		r.Header["User-Agent"] = noUserAgent // net/http would add its own
@@ -380,6 +397,9 @@ func (x *exchange) failed(o outcome) {
 // be reset.
 func (x *exchange) respond(resp *http.Response, o outcome) (outcome, bool) {
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return x.tunnel(resp), false
+	}
 	// Once the response has been forwarded, the request is over: ending
 	// its context first keeps Close from waiting for a request body the
 	// downstream is still sending (a gRPC stream that the server ended).
@@ -589,7 +609,14 @@ func (x *exchange) onIdle() {
 
 // finish stops the timers and ends the upstream request's context.
 func (x *exchange) finish() {
+	x.stopTimers()
+	x.cancel(context.Canceled)
+}
+
+// stopTimers stops the request's timeouts for good.
+func (x *exchange) stopTimers() {
 	x.mu.Lock()
+	defer x.mu.Unlock()
 	x.finished = true
 	if x.routeTimer != nil {
 		x.routeTimer.stop()
@@ -600,8 +627,6 @@ func (x *exchange) finish() {
 			t.Stop()
 		}
 	}
-	x.mu.Unlock()
-	x.cancel(context.Canceled)
 }
 
 // A routeTimer is the route timeout of an exchange. Nearly every request

@@ -327,8 +327,11 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 	resp := &b.resp
 	kind, length, err := pc.readResponse(br, req, resp)
 	pc.limit = -1
+	upgrade := false
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-		err = errors.New("unexpected 101 Switching Protocols")
+		if upgrade = len(req.Header["Upgrade"]) > 0; !upgrade {
+			err = errors.New("unexpected 101 Switching Protocols")
+		}
 	}
 	if err != nil {
 		stop()
@@ -341,6 +344,13 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 			return nil, &staleConnError{err: err}
 		}
 		return nil, fmt.Errorf("proxy: upstream %s: reading the response: %w", pc.addr, err)
+	}
+	if upgrade {
+		// The connection is the tunnel's now: no longer the request's
+		// context's to end, nor the pool's.
+		stop()
+		resp.Body = pc.upgraded(br)
+		return resp, nil
 	}
 	b.keep = !resp.Close && !req.Close
 	if kind == bodyNone {

@@ -37,6 +37,7 @@ type downResponse struct {
 	closeAfter  bool // the connection closes after the response
 	handlerDone bool
 	fullDuplex  bool
+	tunneled    bool // the connection became an upgrade's tunnel
 }
 
 var (

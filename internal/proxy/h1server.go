@@ -458,6 +458,13 @@ func (c *downConn) serveRequest(r *http.Request) (keep, linger bool) {
 	c.canContinue = false
 	c.contMu.Unlock()
 
+	if w.tunneled {
+		// The tunnel has ended, and closed the connection.
+		if body != nil {
+			body.finish(false)
+		}
+		return false, false
+	}
 	if abort {
 		// Send what went out so far, unended, and close.
 		c.bw.Flush()

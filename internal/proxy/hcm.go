@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -25,6 +26,7 @@ type httpSpec struct {
 	localReply *localReplyConfig
 	idleConn   time.Duration // downstream connections; 0: none
 	streamIdle time.Duration // stream_idle_timeout; 0: none
+	upgrades   []string      // upgrade_configs enabled, lower case
 }
 
 // serverKey is what a listener's http.Server depends on. It is worked
@@ -39,7 +41,8 @@ func (h *httpSpec) serverKey() serverKey { return serverKey{h.protocols, h.idleC
 
 func (st *state) compileHCM(c *hcmv3.HttpConnectionManager, dtls *downstreamTLS) (*httpSpec, error) {
 	if err := onlyFields(c, "codec_type", "stat_prefix", "route_config", "rds", "http_filters", "local_reply_config",
-		"common_http_protocol_options", "stream_idle_timeout", "http_protocol_options", "http2_protocol_options"); err != nil {
+		"common_http_protocol_options", "stream_idle_timeout", "http_protocol_options", "http2_protocol_options",
+		"upgrade_configs"); err != nil {
 		return nil, err
 	}
 	if o := c.GetHttpProtocolOptions(); o != nil {
@@ -157,6 +160,21 @@ func (st *state) compileHCM(c *hcmv3.HttpConnectionManager, dtls *downstreamTLS)
 			return nil, fmt.Errorf("stream_idle_timeout %v is not a duration", d)
 		}
 		h.streamIdle = d.AsDuration()
+	}
+	for i, u := range c.GetUpgradeConfigs() {
+		if err := onlyFields(u, "upgrade_type", "enabled"); err != nil {
+			return nil, fmt.Errorf("upgrade_configs[%d]: %w", i, err)
+		}
+		t := strings.ToLower(u.GetUpgradeType())
+		switch t {
+		case "":
+			return nil, fmt.Errorf("upgrade_configs[%d]: upgrade_type is empty", i)
+		case "connect", "h2c":
+			return nil, fmt.Errorf("upgrade_configs[%d]: upgrade_type %s is not supported", i, u.GetUpgradeType())
+		}
+		if e := u.GetEnabled(); e == nil || e.GetValue() {
+			h.upgrades = append(h.upgrades, t)
+		}
 	}
 	return h, nil
 }

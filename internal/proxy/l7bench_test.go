@@ -71,7 +71,7 @@ func benchApp(b *testing.B) net.Addr {
 }
 
 // benchAppWith is an HTTP/1.1 and h2c application serving h.
-func benchAppWith(b *testing.B, h http.Handler) net.Addr {
+func benchAppWith(b testing.TB, h http.Handler) net.Addr {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -103,7 +103,7 @@ func benchPairL7(b *testing.B, app net.Addr, h2App bool) net.Addr {
 
 // benchPair is the sidecar pair of services of the given protocol, db
 // allowing every caller, as the generator renders them.
-func benchPair(b *testing.B, app net.Addr, protocol string) net.Addr {
+func benchPair(b testing.TB, app net.Addr, protocol string) net.Addr {
 	authority := newCA(b, td)
 	roots := []string{authority.root.CertPEM}
 	appPort := app.(*net.TCPAddr).Port

@@ -887,11 +887,21 @@ func TestL7BadConfigRefused(t *testing.T) {
 			c.Routes[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x", Value: "%HOSTNAME%"}}}
 		}, "%HOSTNAME%"},
 		{"host header", func(c *Config) { c.Routes[0].RequestHeadersToRemove = []string{":authority"} }, `":authority"`},
-		{"upgrade configs", func(c *Config) {
+		{"CONNECT upgrade", func(c *Config) {
 			mutateHCM(c, func(h *hcmv3.HttpConnectionManager) {
-				h.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+				h.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}, {UpgradeType: "CONNECT"}}
 			})
-		}, "upgrade_configs"},
+		}, "upgrade_configs[1]: upgrade_type CONNECT is not supported"},
+		{"upgrade without a type", func(c *Config) {
+			mutateHCM(c, func(h *hcmv3.HttpConnectionManager) {
+				h.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{}}
+			})
+		}, "upgrade_configs[0]: upgrade_type is empty"},
+		{"upgrade filters", func(c *Config) {
+			mutateHCM(c, func(h *hcmv3.HttpConnectionManager) {
+				h.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket", Filters: h.HttpFilters}}
+			})
+		}, "upgrade_configs[0]"},
 		{"unknown http filter", func(c *Config) {
 			mutateHCM(c, func(h *hcmv3.HttpConnectionManager) {
 				h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "x", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(durationpb.New(time.Second))}}}, h.HttpFilters...)

@@ -34,6 +34,7 @@ type metrics struct {
 	retries                  *prometheus.CounterVec   // {cluster}
 	overflow                 *prometheus.CounterVec   // {cluster, kind}
 	upstreamActive           *prometheus.GaugeVec     // {cluster}
+	upgrades                 *prometheus.CounterVec   // {listener, result}
 }
 
 // listenerMetrics are one listener's series, resolved.
@@ -47,6 +48,8 @@ type listenerMetrics struct {
 	requests, requestsDenied prometheus.Counter
 	requestDuration          prometheus.Observer
 	responses                *codeCounters
+	upgradesRefused          prometheus.Counter
+	upgradesTunneled         prometheus.Counter
 }
 
 // clusterMetrics are one cluster's series, resolved.
@@ -137,26 +140,31 @@ func newMetrics(p *Proxy) *metrics {
 	m.upstreamActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trellis_proxy_upstream_requests_active", Help: "Upstream HTTP requests in flight, by cluster.",
 	}, []string{"cluster"})
+	m.upgrades = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_http_upgrades_total", Help: "HTTP/1.1 upgrade requests (WebSocket), by listener and result: tunneled (the upstream answered 101), refused (403: the listener's upgrade_configs do not list the protocol).",
+	}, []string{"listener", "result"})
 	m.reg.MustRegister(m.conns, m.active, m.denied, m.tlsErrors, m.tlsEmpty, m.upstreamErrors, m.bytes, m.duration, applies,
-		m.requests, m.responses, m.requestDuration, m.requestsDenied, m.retries, m.overflow, m.upstreamActive,
+		m.requests, m.responses, m.requestDuration, m.requestsDenied, m.retries, m.overflow, m.upstreamActive, m.upgrades,
 		newBalanceCollector(p))
 	return m
 }
 
 func (m *metrics) listener(name string) *listenerMetrics {
 	return &listenerMetrics{
-		conns:           m.conns.WithLabelValues(name),
-		denied:          m.denied.WithLabelValues(name),
-		tlsErrors:       m.tlsErrors.WithLabelValues(name),
-		tlsEmpty:        m.tlsEmpty.WithLabelValues(name),
-		rx:              m.bytes.WithLabelValues(name, "rx"),
-		tx:              m.bytes.WithLabelValues(name, "tx"),
-		active:          m.active.WithLabelValues(name),
-		duration:        m.duration.WithLabelValues(name),
-		requests:        m.requests.WithLabelValues(name),
-		requestsDenied:  m.requestsDenied.WithLabelValues(name),
-		requestDuration: m.requestDuration.WithLabelValues(name),
-		responses:       &codeCounters{vec: m.responses, listener: name},
+		conns:            m.conns.WithLabelValues(name),
+		denied:           m.denied.WithLabelValues(name),
+		tlsErrors:        m.tlsErrors.WithLabelValues(name),
+		tlsEmpty:         m.tlsEmpty.WithLabelValues(name),
+		rx:               m.bytes.WithLabelValues(name, "rx"),
+		tx:               m.bytes.WithLabelValues(name, "tx"),
+		active:           m.active.WithLabelValues(name),
+		duration:         m.duration.WithLabelValues(name),
+		requests:         m.requests.WithLabelValues(name),
+		requestsDenied:   m.requestsDenied.WithLabelValues(name),
+		requestDuration:  m.requestDuration.WithLabelValues(name),
+		responses:        &codeCounters{vec: m.responses, listener: name},
+		upgradesRefused:  m.upgrades.WithLabelValues(name, "refused"),
+		upgradesTunneled: m.upgrades.WithLabelValues(name, "tunneled"),
 	}
 }
 
@@ -201,7 +209,7 @@ func (m *metrics) forgetListener(name string) {
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
 	}{m.conns, m.denied, m.tlsErrors, m.tlsEmpty, m.active, m.bytes, m.duration,
-		m.requests, m.requestsDenied, m.responses, m.requestDuration} {
+		m.requests, m.requestsDenied, m.responses, m.requestDuration, m.upgrades} {
 		v.DeletePartialMatch(only)
 	}
 }

@@ -7,7 +7,10 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
@@ -223,5 +226,35 @@ func TestUpstreamClusterProtocol(t *testing.T) {
 				t.Errorf("ALPN: got %q, want %q", alpn, tc.alpn)
 			}
 		})
+	}
+}
+
+// Every HTTP connection manager of a sidecar lets WebSocket upgrades
+// through, inbound and outbound, as Consul's Envoy configuration does.
+func TestHCMsAllowWebSocket(t *testing.T) {
+	res, err := Resources(httpUpstreamRoutes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range res[resource.ListenerType] {
+		for _, fc := range r.(*listenerv3.Listener).GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				if f.GetName() != "envoy.filters.network.http_connection_manager" {
+					continue
+				}
+				h := &hcmv3.HttpConnectionManager{}
+				if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
+					t.Fatal(err)
+				}
+				n++
+				if got := text(&hcmv3.HttpConnectionManager{UpgradeConfigs: h.GetUpgradeConfigs()}); got != `upgrade_configs:{upgrade_type:"websocket"}` {
+					t.Errorf("HCM %s: %s", h.GetStatPrefix(), got)
+				}
+			}
+		}
+	}
+	if n < 2 {
+		t.Fatalf("%d HTTP connection managers, want the public listener's and the upstream's", n)
 	}
 }

@@ -341,6 +341,13 @@ func hcm(c *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 	}
 }
 
+// websocketUpgrade lets WebSocket upgrades through an HTTP connection
+// manager, as Consul's Envoy configuration does: Envoy refuses them
+// (403) otherwise.
+func websocketUpgrade() []*hcmv3.HttpConnectionManager_UpgradeConfig {
+	return []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+}
+
 func routerFilter() *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
 }
@@ -359,8 +366,9 @@ func (g *gen) publicHCM(rbac *anypb.Any) *listenerv3.Filter {
 		action.Timeout = durationpb.New(t)
 	}
 	return hcm(&hcmv3.HttpConnectionManager{
-		StatPrefix: stat,
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		StatPrefix:     stat,
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		UpgradeConfigs: websocketUpgrade(),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: stat,
 			VirtualHosts: []*routev3.VirtualHost{{
@@ -399,8 +407,9 @@ func DeniedBody(service string) string {
 // upstream's RouteConfiguration, fetched by RDS.
 func upstreamHCM(stat, route string) *listenerv3.Filter {
 	return hcm(&hcmv3.HttpConnectionManager{
-		StatPrefix: stat,
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		StatPrefix:     stat,
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		UpgradeConfigs: websocketUpgrade(),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    adsSource(),
 			RouteConfigName: route,

@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// seen is what wsApp saw of an upgrade request.
+type seen struct {
+	connection, upgrade, settings string
+}
+
+// wsApp answers an upgrade to websocket with 101 and then sends back
+// what it reads, upper-cased, until the client's end, which it passes
+// on as its own (a half-close); other requests get 426. It reports the
+// upgrade fields of each request it gets on reqs.
+func wsApp(t testing.TB, reqs chan<- seen) net.Addr {
+	return benchAppWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if reqs != nil {
+			reqs <- seen{r.Header.Get("Connection"), r.Header.Get("Upgrade"), r.Header.Get("Http2-Settings")}
+		}
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-App: yes\r\n\r\n")
+		brw.Flush()
+		buf := make([]byte, 1024)
+		for {
+			n, err := brw.Read(buf)
+			if n > 0 {
+				if _, err := conn.Write(bytes.ToUpper(buf[:n])); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				conn.(*net.TCPConn).CloseWrite()
+				io.Copy(io.Discard, conn) // until the client closes
+				return
+			}
+		}
+	}))
+}
+
+const wsHandshake = "GET /chat HTTP/1.1\r\nHost: db\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+// upgradeVia sends the WebSocket handshake to a and returns the
+// connection, its reader and the response head.
+func upgradeVia(t *testing.T, a net.Addr, extra string) (*net.TCPConn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	c, err := net.Dial("tcp", a.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, wsHandshake+extra); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.(*net.TCPConn), br, resp
+}
+
+// echoes checks that what is written to c comes back upper-cased.
+func echoes(t *testing.T, c net.Conn, br *bufio.Reader, msg string) {
+	t.Helper()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(br, got); err != nil {
+		t.Fatalf("reading the echo of %q: %v", msg, err)
+	}
+	if string(got) != strings.ToUpper(msg) {
+		t.Fatalf("echo %q, want %q", got, strings.ToUpper(msg))
+	}
+}
+
+// A WebSocket upgrade goes through a pair of sidecars as the generator
+// configures them (mTLS, HTTP/1.1 between them): the handshake reaches
+// the app with its upgrade fields, the 101 comes back, and the tunnel
+// carries bytes both ways, bytes sent with the handshake and half-closes
+// included.
+func TestWebSocketThroughPair(t *testing.T) {
+	reqs := make(chan seen, 1)
+	a := wsApp(t, reqs)
+	web := benchPair(t, a, "http")
+
+	// A first message right behind the handshake, read ahead by the
+	// sidecar before the 101.
+	c, br, resp := upgradeVia(t, web, "early")
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("handshake: %s %q", resp.Status, body)
+	}
+	if got := <-reqs; !strings.EqualFold(got.connection, "upgrade") || got.upgrade != "websocket" {
+		t.Errorf("the app saw Connection %q, Upgrade %q", got.connection, got.upgrade)
+	}
+	if resp.Header.Get("Upgrade") != "websocket" || !strings.EqualFold(resp.Header.Get("Connection"), "upgrade") || resp.Header.Get("X-App") != "yes" {
+		t.Errorf("101 header: %v", resp.Header)
+	}
+	got := make([]byte, len("early"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "EARLY" {
+		t.Fatalf("the early message came back as %q, %v", got, err)
+	}
+	echoes(t, c, br, "hello")
+	echoes(t, c, br, strings.Repeat("x", 100<<10)) // beyond one TLS record and copy buffer
+
+	// Our half-close reaches the app, whose own comes back.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the half-close: %q, %v", rest, err)
+	}
+}
+
+// withUpgrades sets the upgrade_configs of cfg's listener "svc".
+func withUpgrades(t *testing.T, cfg Config, ups ...*hcmv3.HttpConnectionManager_UpgradeConfig) Config {
+	t.Helper()
+	cfg = cloneL7(cfg)
+	fl := cfg.Listeners[0].FilterChains[0].Filters[0]
+	h := &hcmv3.HttpConnectionManager{}
+	if err := fl.GetTypedConfig().UnmarshalTo(h); err != nil {
+		t.Fatal(err)
+	}
+	h.UpgradeConfigs = ups
+	fl.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(h)}
+	return cfg
+}
+
+func websocketOn() *hcmv3.HttpConnectionManager_UpgradeConfig {
+	return &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: "WebSocket"}
+}
+
+// An upgrade the listener does not list is refused with 403 before it
+// reaches the app, as Envoy does, and counted.
+func TestUpgradeRefused(t *testing.T) {
+	reqs := make(chan seen, 1)
+	a := wsApp(t, reqs)
+	cfg := edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}})
+	for name, cfg := range map[string]Config{
+		"none":     cfg,
+		"disabled": withUpgrades(t, cfg, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: "websocket", Enabled: wrapperspb.Bool(false)}),
+		"other":    withUpgrades(t, cfg, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: "spdy/3"}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, svc := edge(t, cfg, nil)
+			_, _, resp := upgradeVia(t, svc, "")
+			if resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("got %s, want 403", resp.Status)
+			}
+			select {
+			case s := <-reqs:
+				t.Fatalf("the app got the upgrade: %+v", s)
+			default:
+			}
+			if got := metric(t, p, "trellis_proxy_http_upgrades_total", "listener", "svc", "result", "refused"); got != 1 {
+				t.Errorf("refused upgrades counted %v, want 1", got)
+			}
+		})
+	}
+}
+
+// An h2c upgrade is dropped, as Envoy's HTTP/1 codec does: the request
+// is served as HTTP/1.1, and the app sees none of its fields.
+func TestUpgradeH2CDropped(t *testing.T) {
+	reqs := make(chan seen, 1)
+	a := wsApp(t, reqs)
+	_, svc := edge(t, withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}}), websocketOn()), nil)
+	rc := dialRaw(t, svc)
+	rc.send(t, "GET / HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+	resp, _ := rc.read(t, "GET")
+	if resp.StatusCode != http.StatusUpgradeRequired { // the app's answer to a plain request
+		t.Fatalf("got %s, want the app's 426", resp.Status)
+	}
+	if s := <-reqs; s != (seen{}) {
+		t.Errorf("the app saw %+v, want no upgrade fields", s)
+	}
+}
+
+// An upgrade the upstream declines gets its answer as any response.
+func TestUpgradeDeclined(t *testing.T) {
+	a := newApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no websockets here", http.StatusBadRequest)
+	}))
+	_, svc := edge(t, withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a.addr}}), websocketOn()), nil)
+	_, _, resp := upgradeVia(t, svc, "")
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 100))
+	if resp.StatusCode != http.StatusBadRequest || string(body) != "no websockets here\n" {
+		t.Fatalf("got %s %q", resp.Status, body)
+	}
+}
+
+// The route's timeout ends at the 101: the tunnel outlives it. (Waiting
+// past the timeout cannot fail falsely: a late timer only makes the test
+// pass without proving anything.)
+func TestTunnelOutlivesRouteTimeout(t *testing.T) {
+	a := wsApp(t, nil)
+	rc := svcRoutes("c", func(ra *routev3.RouteAction) { ra.Timeout = durationpb.New(50 * time.Millisecond) })
+	_, svc := edge(t, withUpgrades(t, edgeConfig(rc, map[string][]net.Addr{"c": {a}}), websocketOn()), nil)
+	c, br, resp := upgradeVia(t, svc, "")
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %s", resp.Status)
+	}
+	echoes(t, c, br, "before")
+	<-time.After(250 * time.Millisecond) // five route timeouts
+	echoes(t, c, br, "after")
+}
+
+// Closing the proxy ends its tunnels.
+func TestProxyCloseEndsTunnels(t *testing.T) {
+	a := wsApp(t, nil)
+	p, svc := edge(t, withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}}), websocketOn()), nil)
+	c, br, resp := upgradeVia(t, svc, "")
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %s", resp.Status)
+	}
+	echoes(t, c, br, "hi")
+	if got := metric(t, p, "trellis_proxy_http_upgrades_total", "listener", "svc", "result", "tunneled"); got != 1 {
+		t.Errorf("tunneled upgrades counted %v, want 1", got)
+	}
+	p.Close()
+	if _, err := io.ReadAll(br); err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
