@@ -348,7 +348,12 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 	if upgrade {
 		// The connection is the tunnel's now: no longer the request's
 		// context's to end, nor the pool's.
-		stop()
+		if !stop() {
+			// The request ended as the 101 came: the abort is closing
+			// the connection.
+			putReader(br)
+			return nil, ctxError(ctx)
+		}
 		resp.Body = pc.upgraded(br)
 		return resp, nil
 	}

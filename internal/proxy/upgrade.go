@@ -24,17 +24,29 @@ import (
 // downstream HTTP/1.1 connection to a cluster that speaks only
 // HTTP/1.1 (an http service's, as the generator makes them).
 
-// upgradeProtocol is the protocol r asks to upgrade to ("websocket"),
-// lower case; "" if r asks for none.
+// upgradeProtocol is the protocol r asks to upgrade to, its Upgrade
+// field as it is ("websocket"); "" if r asks for none. As Envoy, the
+// whole field is the protocol: a list of several matches no
+// upgrade_type, so it is refused.
 func upgradeProtocol(r *http.Request) string {
 	up := r.Header["Upgrade"]
 	if len(up) == 0 || r.ProtoMajor != 1 || r.ProtoMinor < 1 || !headerHasToken(r.Header["Connection"], "upgrade") {
 		return ""
 	}
-	// The first protocol offered, without its version.
-	p, _, _ := strings.Cut(up[0], ",")
-	p, _, _ = strings.Cut(strings.TrimSpace(p), "/")
-	return strings.ToLower(p)
+	if len(up) > 1 {
+		return strings.Join(up, ", ") // listed nowhere
+	}
+	return strings.TrimSpace(up[0])
+}
+
+// upgradeAllowed says whether hs lets requests upgrade to proto.
+func (hs *httpSpec) upgradeAllowed(proto string) bool {
+	for _, t := range hs.upgrades {
+		if asciiEqualFold(t, proto) {
+			return true
+		}
+	}
+	return false
 }
 
 // tunneler is the downstream side of an upgrade: the HTTP/1.1 loop's
@@ -48,11 +60,18 @@ type tunneler interface {
 
 // tunnel sends a 101 answer to an upgrade downstream, and carries bytes
 // both ways until both ends are done.
-func (x *exchange) tunnel(resp *http.Response) outcome {
+func (x *exchange) tunnel(resp *http.Response, asked string) outcome {
 	up, ok := resp.Body.(net.Conn)
 	tun, ok2 := x.w.(tunneler)
 	if !ok || !ok2 {
 		return outcome{failure: failReset} // forward checked both
+	}
+	if got := resp.Header["Upgrade"]; len(got) != 1 || !asciiEqualFold(strings.TrimSpace(got[0]), asked) {
+		// Only the protocol the listener allows, and the client asked
+		// for, may go through.
+		up.Close()
+		x.localReply(http.StatusBadGateway, "upstream switched to a protocol not asked for", -1)
+		return outcome{failure: failReset}
 	}
 	x.stopTimers() // the request is over; the tunnel has its own idle timeout
 	h := x.w.Header()
@@ -104,18 +123,20 @@ func (w *downResponse) tunnel() (net.Conn, error) {
 	c.wmu.Lock()
 	c.armable = false
 	c.stopWatchLocked()
+	// What the client sent ahead: first what the reader holds, then
+	// the byte the watch read from the connection after it.
 	var ahead []byte
+	if n := c.br.Buffered(); n > 0 {
+		b, _ := c.br.Peek(n)
+		ahead = append(ahead, b...)
+		c.br.Discard(n)
+	}
 	if c.hasByte {
 		ahead = append(ahead, c.byteBuf[0])
 		c.hasByte = false
 	}
 	rerr := c.rerr
 	c.wmu.Unlock()
-	if n := c.br.Buffered(); n > 0 {
-		b, _ := c.br.Peek(n)
-		ahead = append(ahead, b...)
-		c.br.Discard(n)
-	}
 	tc := &tunnelConn{Conn: c.rwc, ahead: ahead, rerr: rerr}
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		tc.cw = cw

@@ -63,9 +63,9 @@ func wsApp(t testing.TB, reqs chan<- seen) net.Addr {
 const wsHandshake = "GET /chat HTTP/1.1\r\nHost: db\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n" +
 	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 
-// upgradeVia sends the WebSocket handshake to a and returns the
-// connection, its reader and the response head.
-func upgradeVia(t *testing.T, a net.Addr, extra string) (*net.TCPConn, *bufio.Reader, *http.Response) {
+// upgradeVia sends req (the WebSocket handshake, and what follows) to a
+// and returns the connection, its reader and the response head.
+func upgradeVia(t *testing.T, a net.Addr, req string) (*net.TCPConn, *bufio.Reader, *http.Response) {
 	t.Helper()
 	c, err := net.Dial("tcp", a.String())
 	if err != nil {
@@ -73,7 +73,7 @@ func upgradeVia(t *testing.T, a net.Addr, extra string) (*net.TCPConn, *bufio.Re
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, wsHandshake+extra); err != nil {
+	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
@@ -111,7 +111,7 @@ func TestWebSocketThroughPair(t *testing.T) {
 
 	// A first message right behind the handshake, read ahead by the
 	// sidecar before the 101.
-	c, br, resp := upgradeVia(t, web, "early")
+	c, br, resp := upgradeVia(t, web, wsHandshake+"early")
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("handshake: %s %q", resp.Status, body)
@@ -162,14 +162,24 @@ func TestUpgradeRefused(t *testing.T) {
 	reqs := make(chan seen, 1)
 	a := wsApp(t, reqs)
 	cfg := edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}})
-	for name, cfg := range map[string]Config{
-		"none":     cfg,
-		"disabled": withUpgrades(t, cfg, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: "websocket", Enabled: wrapperspb.Bool(false)}),
-		"other":    withUpgrades(t, cfg, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: "spdy/3"}),
+	on := withUpgrades(t, cfg, websocketOn())
+	for name, tc := range map[string]struct {
+		cfg Config
+		req string
+	}{
+		"none":     {cfg, wsHandshake},
+		"disabled": {withUpgrades(t, cfg, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: "websocket", Enabled: wrapperspb.Bool(false)}), wsHandshake},
+		"other":    {withUpgrades(t, cfg, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: "spdy/3"}), wsHandshake},
+		// As Envoy, the whole field is the protocol.
+		"several protocols": {on, strings.Replace(wsHandshake, "Upgrade: websocket", "Upgrade: websocket, h2c", 1)},
+		"split protocols":   {on, strings.Replace(wsHandshake, "Upgrade: websocket", "Upgrade: websocket\r\nUpgrade: smtp", 1)},
+		// A body would run on into the tunnel.
+		"with a body": {on, strings.Replace(wsHandshake, "\r\n\r\n", "\r\nContent-Length: 2\r\n\r\nhi", 1)},
+		"chunked":     {on, strings.Replace(wsHandshake, "\r\n\r\n", "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 1)},
 	} {
 		t.Run(name, func(t *testing.T) {
-			p, svc := edge(t, cfg, nil)
-			_, _, resp := upgradeVia(t, svc, "")
+			p, svc := edge(t, tc.cfg, nil)
+			_, _, resp := upgradeVia(t, svc, tc.req)
 			if resp.StatusCode != http.StatusForbidden {
 				t.Fatalf("got %s, want 403", resp.Status)
 			}
@@ -208,7 +218,7 @@ func TestUpgradeDeclined(t *testing.T) {
 		http.Error(w, "no websockets here", http.StatusBadRequest)
 	}))
 	_, svc := edge(t, withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a.addr}}), websocketOn()), nil)
-	_, _, resp := upgradeVia(t, svc, "")
+	_, _, resp := upgradeVia(t, svc, wsHandshake)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 100))
 	if resp.StatusCode != http.StatusBadRequest || string(body) != "no websockets here\n" {
 		t.Fatalf("got %s %q", resp.Status, body)
@@ -222,7 +232,7 @@ func TestTunnelOutlivesRouteTimeout(t *testing.T) {
 	a := wsApp(t, nil)
 	rc := svcRoutes("c", func(ra *routev3.RouteAction) { ra.Timeout = durationpb.New(50 * time.Millisecond) })
 	_, svc := edge(t, withUpgrades(t, edgeConfig(rc, map[string][]net.Addr{"c": {a}}), websocketOn()), nil)
-	c, br, resp := upgradeVia(t, svc, "")
+	c, br, resp := upgradeVia(t, svc, wsHandshake)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("handshake: %s", resp.Status)
 	}
@@ -235,7 +245,7 @@ func TestTunnelOutlivesRouteTimeout(t *testing.T) {
 func TestProxyCloseEndsTunnels(t *testing.T) {
 	a := wsApp(t, nil)
 	p, svc := edge(t, withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}}), websocketOn()), nil)
-	c, br, resp := upgradeVia(t, svc, "")
+	c, br, resp := upgradeVia(t, svc, wsHandshake)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("handshake: %s", resp.Status)
 	}
@@ -246,5 +256,110 @@ func TestProxyCloseEndsTunnels(t *testing.T) {
 	p.Close()
 	if _, err := io.ReadAll(br); err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// Bytes the client sends ahead of the 101 reach the app first, in the
+// order sent: those the loop's reader holds, then the byte its watch
+// read from the connection while the handshake waited on the app.
+func TestUpgradeAheadBytesInOrder(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	a := benchAppWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw) // back as it came, until the client's end
+	}))
+	p, svc := edge(t, withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}}), websocketOn()), nil)
+	c, err := net.Dial("tcp", svc.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, wsHandshake+"AB") // "AB" in the loop's reader
+	within(t, started, "the handshake reaching the app")
+	io.WriteString(c, "C")
+	waitFor(t, "the watch reading C", func() bool {
+		dc := onlyDownConn(p, "svc")
+		dc.wmu.Lock()
+		defer dc.wmu.Unlock()
+		return dc.hasByte
+	})
+	close(release)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ABC" {
+		t.Fatalf("the app got %q back to us, %v; want ABC", got, err)
+	}
+}
+
+// onlyDownConn is the one downstream connection of p's listener name.
+func onlyDownConn(p *Proxy, name string) *downConn {
+	p.mu.Lock()
+	l := p.listeners[name]
+	p.mu.Unlock()
+	l.mu.Lock()
+	s := l.srv
+	l.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c *downConn
+	for dc := range s.down {
+		c = dc
+	}
+	return c
+}
+
+// Only the protocol asked for goes through: a 101 to another is answered
+// 502, and the upstream connection closed.
+func TestUpgradeOtherProtocolRefused(t *testing.T) {
+	a := benchAppWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(io.Discard, brw)
+	}))
+	_, svc := edge(t, withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}}), websocketOn()), nil)
+	_, _, resp := upgradeVia(t, svc, wsHandshake)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("got %s, want 502", resp.Status)
+	}
+}
+
+// A tunnel with nothing going either way for the stream idle timeout is
+// closed.
+func TestTunnelIdleTimeout(t *testing.T) {
+	a := wsApp(t, nil)
+	cfg := withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}}), websocketOn())
+	fl := cfg.Listeners[0].FilterChains[0].Filters[0]
+	h := &hcmv3.HttpConnectionManager{}
+	if err := fl.GetTypedConfig().UnmarshalTo(h); err != nil {
+		t.Fatal(err)
+	}
+	h.StreamIdleTimeout = durationpb.New(100 * time.Millisecond)
+	fl.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(h)}
+	_, svc := edge(t, cfg, nil)
+	c, br, resp := upgradeVia(t, svc, wsHandshake)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %s", resp.Status)
+	}
+	echoes(t, c, br, "still here")
+	if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil && !isReset(err) {
+		t.Fatalf("an idle tunnel: read %q, %v; want its end", rest, err)
 	}
 }
