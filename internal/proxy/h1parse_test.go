@@ -26,10 +26,33 @@ type parsed struct {
 	TransferEncoding []string
 	Close            bool
 	TrailerBefore    http.Header
-	Body             string
-	BodyErr          string
-	Trailer          http.Header
-	Rest             string
+	bodyOutcome
+}
+
+// bodyOutcome is what reading a message's body gave, and what the reader
+// had left after it (the next message, which the parsers must agree on).
+type bodyOutcome struct {
+	Body    string
+	BodyErr string
+	Trailer http.Header
+	Rest    string
+}
+
+// readOutcome reads body to its end, then the trailer *trailer holds by
+// then, then what br has left.
+func readOutcome(body io.Reader, trailer *http.Header, br *bufio.Reader) bodyOutcome {
+	b, err := io.ReadAll(body)
+	o := bodyOutcome{Body: string(b), Trailer: *trailer}
+	switch {
+	case err == nil:
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		o.BodyErr = "unexpected EOF"
+	default:
+		o.BodyErr = "error" // the texts differ (net/http's internal errors)
+	}
+	rest, _ := io.ReadAll(br)
+	o.Rest = string(rest)
+	return o
 }
 
 func describe(resp *http.Response, err error, br *bufio.Reader) parsed {
@@ -43,18 +66,7 @@ func describe(resp *http.Response, err error, br *bufio.Reader) parsed {
 		TransferEncoding: resp.TransferEncoding, Close: resp.Close,
 		TrailerBefore: resp.Trailer.Clone(),
 	}
-	body, err := io.ReadAll(resp.Body)
-	p.Body = string(body)
-	switch {
-	case err == nil:
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		p.BodyErr = "unexpected EOF"
-	default:
-		p.BodyErr = "error" // the texts differ (net/http's internal errors)
-	}
-	p.Trailer = resp.Trailer
-	rest, _ := io.ReadAll(br)
-	p.Rest = string(rest)
+	p.bodyOutcome = readOutcome(resp.Body, &resp.Trailer, br)
 	return p
 }
 
@@ -262,10 +274,7 @@ type parsedRequest struct {
 	ContentLength    int64
 	TransferEncoding []string
 	TrailerBefore    http.Header
-	Body             string
-	BodyErr          string
-	Trailer          http.Header
-	Rest             string
+	bodyOutcome
 }
 
 func describeRequest(r *http.Request, err error, br *bufio.Reader) parsedRequest {
@@ -278,18 +287,7 @@ func describeRequest(r *http.Request, err error, br *bufio.Reader) parsedRequest
 		Header: r.Header, Host: r.Host, Close: r.Close, ContentLength: r.ContentLength,
 		TransferEncoding: r.TransferEncoding, TrailerBefore: r.Trailer.Clone(),
 	}
-	body, err := io.ReadAll(r.Body)
-	p.Body = string(body)
-	switch {
-	case err == nil:
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		p.BodyErr = "unexpected EOF"
-	default:
-		p.BodyErr = "error"
-	}
-	p.Trailer = r.Trailer
-	rest, _ := io.ReadAll(br)
-	p.Rest = string(rest)
+	p.bodyOutcome = readOutcome(r.Body, &r.Trailer, br)
 	return p
 }
 

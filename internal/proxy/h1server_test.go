@@ -114,16 +114,24 @@ func echoEdge(t *testing.T) (*Proxy, net.Addr) {
 // withConnIdle sets the idle_timeout of the downstream connections of
 // cfg's listener "svc".
 func withConnIdle(t *testing.T, cfg Config, d time.Duration) Config {
-	t.Helper()
 	cfg = cloneL7(cfg)
+	editHCM(t, &cfg, func(h *hcmv3.HttpConnectionManager) {
+		h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(d)}
+	})
+	return cfg
+}
+
+// editHCM changes, in place, the HTTP connection manager of cfg's first
+// listener.
+func editHCM(t *testing.T, cfg *Config, f func(*hcmv3.HttpConnectionManager)) {
+	t.Helper()
 	fl := cfg.Listeners[0].FilterChains[0].Filters[0]
 	h := &hcmv3.HttpConnectionManager{}
 	if err := fl.GetTypedConfig().UnmarshalTo(h); err != nil {
 		t.Fatal(err)
 	}
-	h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(d)}
+	f(h)
 	fl.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(h)}
-	return cfg
 }
 
 // HTTP/1.1 clients are served by the loop, HTTP/2 ones (h2c with prior

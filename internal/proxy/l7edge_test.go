@@ -859,15 +859,7 @@ func TestL7BadConfigRefused(t *testing.T) {
 	a := newStatusApp(t, "a", 200)
 	good := edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a.addr}})
 	p, svc := edge(t, good, nil)
-	mutateHCM := func(c *Config, f func(*hcmv3.HttpConnectionManager)) {
-		fl := c.Listeners[0].FilterChains[0].Filters[0]
-		h := &hcmv3.HttpConnectionManager{}
-		if err := fl.GetTypedConfig().UnmarshalTo(h); err != nil {
-			t.Fatal(err)
-		}
-		f(h)
-		fl.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(h)}
-	}
+	mutateHCM := func(c *Config, f func(*hcmv3.HttpConnectionManager)) { editHCM(t, c, f) }
 	action := func(c *Config) *routev3.RouteAction { return c.Routes[0].VirtualHosts[0].Routes[0].GetRoute() }
 	for _, tc := range []struct {
 		name    string

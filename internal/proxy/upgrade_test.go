@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -140,15 +139,8 @@ func TestWebSocketThroughPair(t *testing.T) {
 
 // withUpgrades sets the upgrade_configs of cfg's listener "svc".
 func withUpgrades(t *testing.T, cfg Config, ups ...*hcmv3.HttpConnectionManager_UpgradeConfig) Config {
-	t.Helper()
 	cfg = cloneL7(cfg)
-	fl := cfg.Listeners[0].FilterChains[0].Filters[0]
-	h := &hcmv3.HttpConnectionManager{}
-	if err := fl.GetTypedConfig().UnmarshalTo(h); err != nil {
-		t.Fatal(err)
-	}
-	h.UpgradeConfigs = ups
-	fl.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(h)}
+	editHCM(t, &cfg, func(h *hcmv3.HttpConnectionManager) { h.UpgradeConfigs = ups })
 	return cfg
 }
 
@@ -346,13 +338,7 @@ func TestUpgradeOtherProtocolRefused(t *testing.T) {
 func TestTunnelIdleTimeout(t *testing.T) {
 	a := wsApp(t, nil)
 	cfg := withUpgrades(t, edgeConfig(svcRoutes("c", nil), map[string][]net.Addr{"c": {a}}), websocketOn())
-	fl := cfg.Listeners[0].FilterChains[0].Filters[0]
-	h := &hcmv3.HttpConnectionManager{}
-	if err := fl.GetTypedConfig().UnmarshalTo(h); err != nil {
-		t.Fatal(err)
-	}
-	h.StreamIdleTimeout = durationpb.New(100 * time.Millisecond)
-	fl.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(h)}
+	editHCM(t, &cfg, func(h *hcmv3.HttpConnectionManager) { h.StreamIdleTimeout = durationpb.New(100 * time.Millisecond) })
 	_, svc := edge(t, cfg, nil)
 	c, br, resp := upgradeVia(t, svc, wsHandshake)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
