@@ -210,20 +210,16 @@ func parseResponse(head string, req *http.Request, resp *http.Response) (bodyKin
 // TransferEncoding, Close and Trailer.
 func respTransfer(resp *http.Response, method string) (bodyKind, int64, error) {
 	h := resp.Header
-	resp.Close = shouldCloseResponse(resp)
-	chunked := false
-	if te, ok := h["Transfer-Encoding"]; ok {
-		delete(h, "Transfer-Encoding")
-		if teApplies(resp.ProtoMajor, resp.ProtoMinor) {
-			switch {
-			case len(te) != 1:
-				return 0, 0, fmt.Errorf("too many transfer encodings: %q", te)
-			case !asciiEqualFold(te[0], "chunked"):
-				return 0, 0, fmt.Errorf("unsupported transfer encoding: %q", te[0])
-			}
-			chunked = true
-			resp.TransferEncoding = chunkedEncoding
-		}
+	resp.Close = closes(resp.ProtoMajor, resp.ProtoMinor, h["Connection"])
+	if resp.Close && resp.ProtoAtLeast(1, 1) {
+		delete(h, "Connection") // net/http drops an HTTP/1.1 close
+	}
+	chunked, err := chunkedTE(h, resp.ProtoMajor, resp.ProtoMinor)
+	if err != nil {
+		return 0, 0, err
+	}
+	if chunked {
+		resp.TransferEncoding = chunkedEncoding
 	}
 
 	// Content-Length: repeats must agree, and count as one; the value
@@ -315,21 +311,36 @@ func parseContentLength(v string) (int64, error) {
 	return int64(n), nil
 }
 
-// shouldCloseResponse says whether the connection ends with resp, and
-// drops an HTTP/1.1 Connection: close, as net/http does.
-func shouldCloseResponse(resp *http.Response) bool {
-	if resp.ProtoMajor < 1 {
+// closes says whether the connection ends after a message of this
+// version with these Connection fields, as net/http has it.
+func closes(major, minor int, conn []string) bool {
+	switch {
+	case major < 1:
 		return true
+	case major == 1 && minor == 0:
+		return headerHasToken(conn, "close") || !headerHasToken(conn, "keep-alive")
 	}
-	conn := resp.Header["Connection"]
-	hasClose := headerHasToken(conn, "close")
-	if resp.ProtoMajor == 1 && resp.ProtoMinor == 0 {
-		return hasClose || !headerHasToken(conn, "keep-alive")
+	return headerHasToken(conn, "close")
+}
+
+// chunkedTE reads and removes h's Transfer-Encoding: whether the body is
+// chunked, or an errUnsupportedTE. It counts only where net/http lets it
+// (teApplies).
+func chunkedTE(h http.Header, major, minor int) (bool, error) {
+	te, ok := h["Transfer-Encoding"]
+	if !ok {
+		return false, nil
 	}
-	if hasClose {
-		delete(resp.Header, "Connection")
+	delete(h, "Transfer-Encoding")
+	switch {
+	case !teApplies(major, minor):
+		return false, nil
+	case len(te) != 1:
+		return false, errUnsupportedTE(fmt.Sprintf("too many transfer encodings: %q", te))
+	case !asciiEqualFold(te[0], "chunked"):
+		return false, errUnsupportedTE(fmt.Sprintf("unsupported transfer encoding: %q", te[0]))
 	}
-	return hasClose
+	return true, nil
 }
 
 func headerHasToken(vs []string, token string) bool {
@@ -513,29 +524,13 @@ func parseRequest(head string, r *http.Request) (bodyKind, int64, error) {
 	h2Preface := method == "PRI" && len(h) == 0 && u.Path == "*" && proto == "HTTP/2.0"
 	delete(h, "Host") // r.Host has it
 
-	conn := h["Connection"]
-	switch {
-	case major < 1:
-		r.Close = true
-	case major == 1 && minor == 0:
-		r.Close = headerHasToken(conn, "close") || !headerHasToken(conn, "keep-alive")
-	default:
-		r.Close = headerHasToken(conn, "close")
+	r.Close = closes(major, minor, h["Connection"])
+	chunked, err := chunkedTE(h, major, minor)
+	if err != nil {
+		return 0, 0, err
 	}
-
-	chunked := false
-	if te, ok := h["Transfer-Encoding"]; ok {
-		delete(h, "Transfer-Encoding")
-		if teApplies(major, minor) {
-			switch {
-			case len(te) != 1:
-				return 0, 0, errUnsupportedTE(fmt.Sprintf("too many transfer encodings: %q", te))
-			case !asciiEqualFold(te[0], "chunked"):
-				return 0, 0, errUnsupportedTE(fmt.Sprintf("unsupported transfer encoding: %q", te[0]))
-			}
-			chunked = true
-			r.TransferEncoding = chunkedEncoding
-		}
+	if chunked {
+		r.TransferEncoding = chunkedEncoding
 	}
 	declared, err := contentLength(h)
 	if err != nil {
