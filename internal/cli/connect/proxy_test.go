@@ -3,6 +3,7 @@ package connect
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"regexp"
@@ -222,3 +223,61 @@ func TestProxyStartsAndStops(t *testing.T) {
 		t.Errorf("exit %d after cancel, want 0; stderr:\n%s", code, stderr.String())
 	}
 }
+
+// The sidecar gives back memory once its configuration has settled:
+// after each run of applied configurations, not before the first, and
+// not after it stopped.
+func TestReleaseWhenQuiet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	applied := make(chan struct{}, 1)
+	released := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		releaseWhenQuiet(ctx, applied, time.Millisecond, func() { released <- struct{}{} })
+	}()
+	for range 2 {
+		applied <- struct{}{}
+		select {
+		case <-released:
+		case <-time.After(within):
+			t.Fatal("no release after a configuration was applied")
+		}
+	}
+	// Nothing applied since: the timer is not armed again.
+	select {
+	case <-released:
+		t.Fatal("released again without a new configuration")
+	default:
+	}
+	cancel()
+	<-done
+}
+
+// Each configuration the data plane accepts is told, and a rejected
+// one is not.
+func TestAppliedSignal(t *testing.T) {
+	applied := make(chan struct{}, 1)
+	fp := &fakeProxy{got: make(chan struct{}, 1)}
+	a := appliedSignal{Applier: fp, applied: applied}
+	for range 2 { // the second finds the channel full, and does not block
+		if err := a.Apply(proxy.Config{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(applied) != 1 {
+		t.Fatalf("%d signals after two applies, want 1 (the channel holds one)", len(applied))
+	}
+	<-applied
+	r := appliedSignal{Applier: rejecting{}, applied: applied}
+	if err := r.Apply(proxy.Config{}); err == nil {
+		t.Fatal("no error from the rejecting data plane")
+	}
+	if len(applied) != 0 {
+		t.Error("a rejected configuration was signalled")
+	}
+}
+
+type rejecting struct{}
+
+func (rejecting) Apply(proxy.Config) error { return errors.New("rejected") }
