@@ -12,7 +12,7 @@ demo:
 	./scripts/demo.sh
 
 build:
-	$(GO) build -o bin/trellis ./cmd/trellis
+	CGO_ENABLED=0 $(GO) build -o bin/trellis ./cmd/trellis
 
 deps:
 	./scripts/install-test-deps.sh

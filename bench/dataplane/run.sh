@@ -18,7 +18,9 @@
 #   QPS               the fixed rate (default 1000); CONCS its -c values (default "16 4")
 #   WARMUP            an unrecorded run per path before the rounds (default 3s; 0 skips)
 #   OUT               the report (default bench/results-dataplane.md)
-#   TRELLIS_BIN       a trellis binary to use instead of building one
+#   TRELLIS_BIN       a trellis binary to use instead of building one (the
+#                     script builds it as `make build` does: static, no cgo)
+#   SIDECAR_ENV       variables for the sidecars only, "GOGC=200 GOMAXPROCS=1"
 #   KEEP=1            keep the working directory (logs, fortio JSON, runs.tsv)
 #
 # Everything listens on 127.0.0.1 on ports the OS picks and is stopped
@@ -82,7 +84,7 @@ if [[ -n ${TRELLIS_BIN:-} ]]; then
 	trellis=$TRELLIS_BIN
 else
 	log "building trellis"
-	go build -o "$work/trellis" ./cmd/trellis
+	CGO_ENABLED=0 go build -o "$work/trellis" ./cmd/trellis
 	trellis=$work/trellis
 fi
 go build -o "$work/dpbench" ./bench/dataplane/dpbench
@@ -149,7 +151,8 @@ register "{\"ID\": \"client\", \"Name\": \"client\", \"Address\": \"127.0.0.1\",
 
 declare -A sidecar_pid admin
 for svc in echo client; do
-	"$trellis" connect proxy -sidecar-for "$svc" -admin-bind 127.0.0.1:0 -log-level warn \
+	# shellcheck disable=SC2086 # SIDECAR_ENV is words: NAME=value ...
+	env ${SIDECAR_ENV:-} "$trellis" connect proxy -sidecar-for "$svc" -admin-bind 127.0.0.1:0 -log-level warn \
 		>"$work/sidecar-$svc.out" 2>"$work/sidecar-$svc.err" &
 	sidecar_pid[$svc]=$!
 	pids+=($!)
@@ -214,6 +217,23 @@ mem_of() { # PID: its resident memory in KiB, in total and split; Pss shares sha
 	awk '/^(VmRSS|RssAnon|RssFile|Pss):/ {sub(":", "", $1); printf "%s%s=%s", sep, $1, $2; sep=" "} END {print ""}' \
 		"/proc/$1/status" "/proc/$1/smaps_rollup" 2>/dev/null || true
 }
+# A sidecar gives back the pages of the binary that starting and
+# configuring touched once its configuration has been quiet for 2 s: the
+# idle figures are of after that, when the file-backed part has shrunk.
+rss_file_kib() { awk '/^RssFile:/ {print $2}' "/proc/$1/status"; }
+exe_ro_kib() { # PID: the size of the read-only mappings of its executable
+	local exe range perms _ path kib=0
+	exe=$(readlink "/proc/$1/exe")
+	while read -r range perms _ _ _ path; do
+		[[ $path == "$exe" && $perms != *w* ]] || continue
+		kib=$((kib + (0x${range#*-} - 0x${range%-*}) / 1024))
+	done <"/proc/$1/maps"
+	echo "$kib"
+}
+released() { (($(rss_file_kib "$1") < $(exe_ro_kib "$1") / 2)); } # PID
+for svc in echo client; do
+	wait_for "the $svc sidecar to release its startup pages" released "${sidecar_pid[$svc]}"
+done
 mem_idle_client=$(mem_of "${sidecar_pid[client]}") mem_idle_echo=$(mem_of "${sidecar_pid[echo]}")
 
 # --- sampling ----------------------------------------------------------------

@@ -287,7 +287,9 @@ func renderMemory(b *strings.Builder, m meta) {
 	b.WriteString("## Memory (MiB)\n\n")
 	b.WriteString("VmRSS, RssAnon (heap, stacks) and RssFile (mostly the mapped binary) from /proc/<pid>/status, " +
 		"PSS (shared pages divided among the processes that map them: the two sidecars and the agent run one binary) " +
-		"from /proc/<pid>/smaps_rollup; the peaks during the runs are in the table of medians.\n\n")
+		"from /proc/<pid>/smaps_rollup; the peaks during the runs are in the table of medians. " +
+		"The binary is built as `make build` does (static, without cgo). Idle is once a sidecar has given back " +
+		"the pages of the binary that starting touched, 2 s after its configuration settled.\n\n")
 	b.WriteString("| process | RSS | anon | file | PSS |\n|---|--:|--:|--:|--:|\n")
 	for _, l := range lines {
 		b.WriteString(l)
