@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -47,9 +48,11 @@ Usage: trellis connect proxy [options] (-sidecar-for SERVICE-ID | -proxy-id ID)
   (connections, bytes, denials, TLS and upstream errors, configuration
   applies) in the Prometheus text format.
 
-  The Go runtime's GOGC, GOMEMLIMIT and GOMAXPROCS environment
-  variables apply: GOGC=50 trades about twice the garbage collector's
-  CPU for a few MiB less memory, GOGC=200 the other way round.
+  The proxy runs on one core, beside the application it serves, as
+  Linkerd's proxy does by default; GOMAXPROCS=N in its environment lets it
+  use N. The Go runtime's GOGC and GOMEMLIMIT apply too: GOGC=50 trades
+  about twice the garbage collector's CPU for a few MiB less memory,
+  GOGC=200 the other way round.
 
       $ trellis connect proxy -sidecar-for web-1
 `
@@ -73,10 +76,32 @@ type dataPlane interface {
 // sidecar whose connections legitimately need more, and the sidecar
 // cannot know what its host grants it. Operators set GOGC and
 // GOMEMLIMIT in the environment, which the runtime reads itself.
+//
+// It runs on one core unless GOMAXPROCS says otherwise (see
+// sidecarProcs).
 func proxyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if n, ok := sidecarProcs(os.LookupEnv); ok {
+		runtime.GOMAXPROCS(n)
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return runProxy(ctx, args, stdout, stderr, func(o proxy.Options) dataPlane { return proxy.New(o) })
+}
+
+// sidecarProcs says how many cores the sidecar's goroutines run on, when
+// the environment does not set GOMAXPROCS (which the runtime applies
+// itself): one. A sidecar serves one application, beside it; measured on
+// 2 cores (a sidecar pair, fortio and its echo server), one core cut the
+// CPU per request at full load by a third for HTTP and a tenth for TCP,
+// raised the pair's highest HTTP rate by 15-30% and left latency at 1000
+// requests/s as it was: a goroutine handed a request no longer wakes
+// another thread, and the application keeps the other core. The runtime reads an
+// empty GOMAXPROCS as unset, and so does this.
+func sidecarProcs(lookupEnv func(string) (string, bool)) (int, bool) {
+	if v, ok := lookupEnv("GOMAXPROCS"); ok && v != "" {
+		return 0, false
+	}
+	return 1, true
 }
 
 // runProxy is the command, with the data plane it runs made by newProxy.

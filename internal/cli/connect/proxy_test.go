@@ -281,3 +281,22 @@ func TestAppliedSignal(t *testing.T) {
 type rejecting struct{}
 
 func (rejecting) Apply(proxy.Config) error { return errors.New("rejected") }
+
+// The sidecar runs on one core unless GOMAXPROCS names a number.
+func TestSidecarProcs(t *testing.T) {
+	for _, tc := range []struct {
+		env    map[string]string
+		n      int
+		change bool
+	}{
+		{env: nil, n: 1, change: true},
+		{env: map[string]string{"GOMAXPROCS": ""}, n: 1, change: true},
+		{env: map[string]string{"GOMAXPROCS": "4"}, change: false},
+		{env: map[string]string{"GOGC": "200"}, n: 1, change: true},
+	} {
+		n, change := sidecarProcs(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+		if n != tc.n || change != tc.change {
+			t.Errorf("env %v: got (%d, %v), want (%d, %v)", tc.env, n, change, tc.n, tc.change)
+		}
+	}
+}
