@@ -16,17 +16,27 @@ import (
 // private mappings of its executable: text and read-only data, the pages
 // the kernel can fetch again from the file unchanged. A mapping holding
 // pages of its own (written after a copy on write, as a relocated
-// read-only segment) is left alone, and so is every writable one. It
-// returns how many bytes were resident in the mappings it released.
+// read-only segment of a PIE build), in memory or swapped out, is left
+// alone, and so is every writable one: a debugger's or a uprobe's
+// breakpoint in the text is such a copied page, and keeps its mapping.
+// One written in the instant between the check and the release would be
+// lost. It returns how many bytes were resident in the mappings it
+// released.
 func ReleaseExecutable() (int64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/exe", &st); err != nil {
-		return 0, fmt.Errorf("procmem: %w", err)
-	}
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return 0, fmt.Errorf("procmem: %w", err)
 	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &st); err != nil {
+		return 0, fmt.Errorf("procmem: %w", err)
+	}
+	return releaseFile(exe, &st)
+}
+
+// releaseFile drops the resident pages of the releasable mappings of the
+// file at path, whose stat is st.
+func releaseFile(path string, st *unix.Stat_t) (int64, error) {
 	smaps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		return 0, fmt.Errorf("procmem: %w", err)
@@ -36,9 +46,9 @@ func ReleaseExecutable() (int64, error) {
 		return 0, fmt.Errorf("procmem: /proc/self/smaps: %w", err)
 	}
 	var released int64
-	for _, m := range releasable(maps, exe, uint64(unix.Major(st.Dev)), uint64(unix.Minor(st.Dev)), st.Ino) {
+	for _, m := range releasable(maps, path, uint64(unix.Major(st.Dev)), uint64(unix.Minor(st.Dev)), st.Ino) {
 		// The kernel drops the page table entries only: the file's
-		// pages stay in the page cache for the next fault.
+		// pages stay in the page cache, until it reclaims them.
 		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
 			return released, fmt.Errorf("procmem: madvise %x-%x: %w", m.start, m.end, errno)
 		}
@@ -55,7 +65,9 @@ type mapping struct {
 	inode        uint64
 	path         string
 	rss          int64 // bytes resident
-	anonymous    int64 // bytes not backed by the file any more
+	anonymous    int64 // bytes resident and not backed by the file any more
+	swap         int64 // bytes not backed by the file any more, swapped out
+	counted      int   // how many of Anonymous and Swap the entry had
 }
 
 // releasable returns the mappings of the executable that
@@ -69,7 +81,13 @@ func releasable(maps []mapping, path string, major, minor, inode uint64) []mappi
 		if m.inode == 0 || m.path != path && (m.inode != inode || m.major != major || m.minor != minor) {
 			continue
 		}
-		if len(m.perms) != 4 || m.perms[0] != 'r' || m.perms[1] != '-' || m.perms[3] != 'p' || m.anonymous != 0 {
+		if len(m.perms) != 4 || m.perms[0] != 'r' || m.perms[1] != '-' || m.perms[3] != 'p' {
+			continue
+		}
+		// Copied pages, in memory or swapped out, would be lost: the
+		// file's content would come back in their place. A kernel that
+		// does not say how many there are is not trusted to have none.
+		if m.counted != 2 || m.anonymous != 0 || m.swap != 0 {
 			continue
 		}
 		out = append(out, m)
@@ -79,7 +97,7 @@ func releasable(maps []mapping, path string, major, minor, inode uint64) []mappi
 
 // parseSmaps reads the mappings of an smaps file: a header line per
 // mapping ("start-end perms offset major:minor inode [path]"), then
-// "Key: value kB" lines, of which it keeps Rss and Anonymous.
+// "Key: value kB" lines, of which it keeps Rss, Anonymous and Swap.
 func parseSmaps(r io.Reader) ([]mapping, error) {
 	var maps []mapping
 	sc := bufio.NewScanner(r)
@@ -99,12 +117,17 @@ func parseSmaps(r io.Reader) ([]mapping, error) {
 					return nil, fmt.Errorf("Rss of %x: %w", m.start, err)
 				}
 				m.rss = n
-			case "Anonymous":
+			case "Anonymous", "Swap":
 				n, err := kB(rest)
 				if err != nil {
-					return nil, fmt.Errorf("Anonymous of %x: %w", m.start, err)
+					return nil, fmt.Errorf("%s of %x: %w", key, m.start, err)
 				}
-				m.anonymous = n
+				if key == "Swap" {
+					m.swap = n
+				} else {
+					m.anonymous = n
+				}
+				m.counted++
 			}
 			continue
 		}
