@@ -11,9 +11,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trellis-mesh/trellis/internal/agent/agenttest"
 	"github.com/trellis-mesh/trellis/internal/cli/clitest"
@@ -37,11 +39,9 @@ func (f *fakeProxy) Apply(cfg proxy.Config) error {
 	}
 	return nil
 }
-func (f *fakeProxy) Ready() bool  { return f.applied.Load() > 0 }
-func (f *fakeProxy) Close() error { f.closed.Store(true); return nil }
-func (f *fakeProxy) Metrics() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
-}
+func (f *fakeProxy) Ready() bool                   { return f.applied.Load() > 0 }
+func (f *fakeProxy) Close() error                  { f.closed.Store(true); return nil }
+func (f *fakeProxy) Gatherer() prometheus.Gatherer { return prometheus.NewRegistry() }
 
 // syncBuffer is a buffer written by the command's goroutine and read by
 // the test's, which it tells about each write.
@@ -116,6 +116,30 @@ func startProxy(t *testing.T, newProxy func(proxy.Options) dataPlane, args ...st
 	return stdout, stderr, stop
 }
 
+// waitStat polls the admin listener's /stats until re matches it.
+func waitStat(t *testing.T, admin string, re *regexp.Regexp) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := http.Get(admin + "/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if re.Match(body) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/stats never matched %s; last:\n%s", re, body)
+		}
+		time.Sleep(50 * time.Millisecond) // polling, with the deadline above
+	}
+}
+
 func getReady(t *testing.T, admin string) int {
 	t.Helper()
 	resp, err := http.Get(admin + "/ready")
@@ -151,6 +175,9 @@ func TestProxySidecarForAgainstDevAgent(t *testing.T) {
 	if code := getReady(t, m[2]); code != http.StatusOK {
 		t.Errorf("/ready: %d after a configuration was applied, want 200", code)
 	}
+	// Once the configuration settled, the binary's startup pages go.
+	waitStat(t, m[2], regexp.MustCompile(`(?m)^trellis_proxy_memory_releases_total [1-9]`))
+	waitStat(t, m[2], regexp.MustCompile(`(?m)^trellis_proxy_memory_released_bytes_total [1-9]`))
 	if code := stop(); code != 0 {
 		t.Errorf("exit %d after cancel, want 0; stderr:\n%s", code, stderr.String())
 	}
@@ -225,33 +252,48 @@ func TestProxyStartsAndStops(t *testing.T) {
 }
 
 // The sidecar gives back memory once its configuration has settled:
-// after each run of applied configurations, not before the first, and
-// not after it stopped.
+// quiet for the whole delay after the last applied configuration, once
+// per run of them, never before the first, and not after it stopped.
+// The bubble's clock is fake: its sleeps take no time.
 func TestReleaseWhenQuiet(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	applied := make(chan struct{}, 1)
-	released := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		releaseWhenQuiet(ctx, applied, time.Millisecond, func() { released <- struct{}{} })
-	}()
-	for range 2 {
-		applied <- struct{}{}
-		select {
-		case <-released:
-		case <-time.After(within):
-			t.Fatal("no release after a configuration was applied")
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		applied := make(chan struct{}, 1)
+		var releases atomic.Int32
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			releaseWhenQuiet(ctx, applied, time.Second, func() { releases.Add(1) })
+		}()
+		expect := func(want int32, when string) {
+			t.Helper()
+			synctest.Wait()
+			if got := releases.Load(); got != want {
+				t.Fatalf("%s: %d releases, want %d", when, got, want)
+			}
 		}
-	}
-	// Nothing applied since: the timer is not armed again.
-	select {
-	case <-released:
-		t.Fatal("released again without a new configuration")
-	default:
-	}
-	cancel()
-	<-done
+		time.Sleep(time.Hour)
+		expect(0, "an hour before any configuration")
+		applied <- struct{}{}
+		time.Sleep(time.Second - time.Nanosecond)
+		expect(0, "just before the delay")
+		applied <- struct{}{} // the delay starts again
+		time.Sleep(time.Second - time.Nanosecond)
+		expect(0, "just before the delay after the second configuration")
+		time.Sleep(time.Nanosecond)
+		expect(1, "at the delay")
+		time.Sleep(time.Hour)
+		expect(1, "an hour later, with no new configuration")
+		applied <- struct{}{}
+		time.Sleep(time.Second)
+		expect(2, "a delay after a new configuration")
+		cancel()
+		<-done
+		applied <- struct{}{}
+		time.Sleep(time.Hour)
+		expect(2, "after the command stopped")
+	})
 }
 
 // Each configuration the data plane accepts is told, and a rejected
@@ -282,7 +324,8 @@ type rejecting struct{}
 
 func (rejecting) Apply(proxy.Config) error { return errors.New("rejected") }
 
-// The sidecar runs on one core unless GOMAXPROCS names a number.
+// The sidecar runs on one core unless GOMAXPROCS names a number of
+// cores the runtime takes.
 func TestSidecarProcs(t *testing.T) {
 	for _, tc := range []struct {
 		env    map[string]string
@@ -292,6 +335,9 @@ func TestSidecarProcs(t *testing.T) {
 		{env: nil, n: 1, change: true},
 		{env: map[string]string{"GOMAXPROCS": ""}, n: 1, change: true},
 		{env: map[string]string{"GOMAXPROCS": "4"}, change: false},
+		{env: map[string]string{"GOMAXPROCS": "0"}, n: 1, change: true},  // the runtime ignores it
+		{env: map[string]string{"GOMAXPROCS": "-2"}, n: 1, change: true}, // and this
+		{env: map[string]string{"GOMAXPROCS": "two"}, n: 1, change: true},
 		{env: map[string]string{"GOGC": "200"}, n: 1, change: true},
 	} {
 		n, change := sidecarProcs(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
