@@ -20,7 +20,7 @@
 #   OUT               the report (default bench/results-dataplane.md)
 #   TRELLIS_BIN       a trellis binary to use instead of building one (the
 #                     script builds it as `make build` does: static, no cgo)
-#   SIDECAR_ENV       variables for the sidecars only, "GOGC=200 GOMAXPROCS=1"
+#   SIDECAR_ENV       variables for the sidecars only, "GOGC=200 GOMAXPROCS=2"
 #   KEEP=1            keep the working directory (logs, fortio JSON, runs.tsv)
 #
 # Everything listens on 127.0.0.1 on ports the OS picks and is stopped
@@ -150,9 +150,9 @@ register "{\"ID\": \"client\", \"Name\": \"client\", \"Address\": \"127.0.0.1\",
     \"Proxy\": {\"Upstreams\": [{\"DestinationName\": \"echo\", \"LocalBindAddress\": \"127.0.0.1\", \"LocalBindPort\": $upstream_port}]}}}}"
 
 declare -A sidecar_pid admin
+read -ra sidecar_env <<<"${SIDECAR_ENV:-}" # NAME=value words
 for svc in echo client; do
-	# shellcheck disable=SC2086 # SIDECAR_ENV is words: NAME=value ...
-	env ${SIDECAR_ENV:-} "$trellis" connect proxy -sidecar-for "$svc" -admin-bind 127.0.0.1:0 -log-level warn \
+	env "${sidecar_env[@]}" "$trellis" connect proxy -sidecar-for "$svc" -admin-bind 127.0.0.1:0 -log-level warn \
 		>"$work/sidecar-$svc.out" 2>"$work/sidecar-$svc.err" &
 	sidecar_pid[$svc]=$!
 	pids+=($!)
@@ -174,6 +174,20 @@ applies() { # SVC: configurations the sidecar applied
 	curl -sS --fail --max-time 2 "${admin[$1]}/stats" |
 		awk '/^trellis_proxy_config_applies_total\{result="ok"\}/ {print $2; found=1} END {if (!found) print 0}'
 }
+releases() { # SVC: times the sidecar gave back its binary's pages (0 if it does not)
+	curl -sS --fail --max-time 2 "${admin[$1]}/stats" |
+		awk '/^trellis_proxy_memory_releases_total / {print $2; found=1} END {if (!found) print 0}'
+}
+# released_since SVC COUNT: the sidecar gave back its binary's pages
+# since its count was COUNT.
+released_since() { (($(releases "$1") > $2)); }
+# wait_release SVC COUNT: wait for a release since COUNT, which a sidecar
+# makes 2 s after its configuration settled; a sidecar that does not
+# release (an older TRELLIS_BIN) only costs the wait.
+wait_release() {
+	wait_for "the $1 sidecar to give back its binary's pages" released_since "$1" "$2" ||
+		log "going on without the $1 sidecar's release"
+}
 # settled SVC...: true once the sidecars' applied configurations stay the
 # same for a second; a config entry reaches them in one or more pushes.
 settled() {
@@ -190,16 +204,26 @@ settled() {
 # have applied the change and the upstream listener serves again.
 set_mode() {
 	[[ $mode == "$1" ]] && return
-	local before_echo before_client
+	local before_echo before_client rel_echo rel_client
 	before_echo=$(applies echo) before_client=$(applies client)
+	rel_echo=$(releases echo) rel_client=$(releases client)
 	write_protocol "$1"
 	changed() { (($(applies echo) > before_echo && $(applies client) > before_client)); }
 	wait_for "both sidecars to apply protocol $1" changed
 	wait_for "the sidecars' configurations to settle" settled echo client
+	# The release that follows a new configuration would land in the
+	# first run otherwise.
+	wait_release echo "$rel_echo"
+	wait_release client "$rel_client"
 	wait_for "the upstream listener in $1 mode" probe "http://127.0.0.1:$upstream_port/echo"
 	mode=$1
 	log "echo's protocol is $1"
 }
+
+# The release after the sidecars' first configuration, so that set_mode
+# waits for the one after its own.
+wait_release echo 0
+wait_release client 0
 
 # Does the sidecar run http listeners as HTTP? It counts HTTP requests
 # once its L7 engine does; until then it proxies them as TCP.
@@ -218,22 +242,8 @@ mem_of() { # PID: its resident memory in KiB, in total and split; Pss shares sha
 		"/proc/$1/status" "/proc/$1/smaps_rollup" 2>/dev/null || true
 }
 # A sidecar gives back the pages of the binary that starting and
-# configuring touched once its configuration has been quiet for 2 s: the
-# idle figures are of after that, when the file-backed part has shrunk.
-rss_file_kib() { awk '/^RssFile:/ {print $2}' "/proc/$1/status"; }
-exe_ro_kib() { # PID: the size of the read-only mappings of its executable
-	local exe range perms _ path kib=0
-	exe=$(readlink "/proc/$1/exe")
-	while read -r range perms _ _ _ path; do
-		[[ $path == "$exe" && $perms != *w* ]] || continue
-		kib=$((kib + (0x${range#*-} - 0x${range%-*}) / 1024))
-	done <"/proc/$1/maps"
-	echo "$kib"
-}
-released() { (($(rss_file_kib "$1") < $(exe_ro_kib "$1") / 2)); } # PID
-for svc in echo client; do
-	wait_for "the $svc sidecar to release its startup pages" released "${sidecar_pid[$svc]}"
-done
+# configuring touched once its configuration has been quiet for 2 s;
+# set_mode waited for that, so the idle figures are of after it.
 mem_idle_client=$(mem_of "${sidecar_pid[client]}") mem_idle_echo=$(mem_of "${sidecar_pid[echo]}")
 
 # --- sampling ----------------------------------------------------------------
@@ -318,6 +328,7 @@ maxqps_duration=$MAXQPS_DURATION
 maxqps_rounds=$MAXQPS_ROUNDS
 maxqps_conc=$MAXQPS_CONC
 l7_engine=$l7_engine
+sidecar_env=${SIDECAR_ENV:-}
 mem_idle_client=$mem_idle_client
 mem_idle_echo=$mem_idle_echo
 EOF

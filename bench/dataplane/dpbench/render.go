@@ -25,6 +25,9 @@ func render(m meta, s *summary, runs []*loadRun) string {
 		m.get("duration"), m.get("rounds"), m.get("maxqps_duration"), m.get("maxqps_rounds"),
 		m.get("qps"), strings.Join(strings.Fields(m.get("concs")), ","), m.get("duration"),
 		m.get("rounds"), m.get("maxqps_conc"), m.get("maxqps_duration"), m.get("maxqps_rounds"))
+	if env := m["sidecar_env"]; env != "" {
+		w("The sidecars ran with `%s` in their environment.\n\n", env)
+	}
 	w("Paths: **direct** (fortio → echo); **haproxy** (one HAProxy hop, HTTP mode, keep-alive); " +
 		"**trellis-l4** / **trellis-l7** (fortio → client sidecar's upstream listener → mTLS → echo's sidecar → echo, " +
 		"with service-defaults protocol `tcp` / `http` for echo).")
@@ -288,8 +291,9 @@ func renderMemory(b *strings.Builder, m meta) {
 	b.WriteString("VmRSS, RssAnon (heap, stacks) and RssFile (mostly the mapped binary) from /proc/<pid>/status, " +
 		"PSS (shared pages divided among the processes that map them: the two sidecars and the agent run one binary) " +
 		"from /proc/<pid>/smaps_rollup; the peaks during the runs are in the table of medians. " +
-		"The binary is built as `make build` does (static, without cgo). Idle is once a sidecar has given back " +
-		"the pages of the binary that starting touched, 2 s after its configuration settled.\n\n")
+		"The binary is built as `make build` does (static, without cgo). Idle is after the setup's probe requests, " +
+		"once each sidecar had given back its binary's pages (2 s after its last configuration settled) and served " +
+		"a probe since: the code that carrying a request uses is resident again.\n\n")
 	b.WriteString("| process | RSS | anon | file | PSS |\n|---|--:|--:|--:|--:|\n")
 	for _, l := range lines {
 		b.WriteString(l)
