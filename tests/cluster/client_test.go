@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,14 +16,22 @@ import (
 func startClient(t *testing.T, servers []*member) *member {
 	t.Helper()
 	ip := "127.0.0.20"
-	c := &member{name: "client1", ip: ip, dir: t.TempDir(), isClient: true,
-		httpPort: freePort(t, ip), serfPort: freePort(t, ip), rpcPort: freePort(t, ip)}
-	// UDP and TCP on one port: take a TCP port and hope UDP is free too,
-	// as the agent binds both.
-	c.dnsPort = freePort(t, ip)
+	c := &member{name: "client1", ip: ip, dir: t.TempDir(), isClient: true}
 	all := append(append([]*member{}, servers...), c)
-	c.start(t, all)
-	return c
+	// A port picked free can be taken before the agent binds it (UDP
+	// for DNS is only hoped free): on an early exit, new ports.
+	for attempt := 1; ; attempt++ {
+		c.httpPort, c.serfPort, c.rpcPort = freePort(t, ip), freePort(t, ip), freePort(t, ip)
+		c.dnsPort = freePort(t, ip)
+		err := c.tryStart(t, all)
+		if err == nil {
+			return c
+		}
+		if !errors.Is(err, errExitedEarly) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v; again with other ports", err)
+	}
 }
 
 // A client agent keeps no raft state: it registers and checks its services

@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -66,6 +67,20 @@ var listening = regexp.MustCompile(`HTTP API: `)
 // start runs the member's server process, joined to the others.
 func (m *member) start(t *testing.T, all []*member) {
 	t.Helper()
+	if err := m.tryStart(t, all); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// errExitedEarly is a member process that ended before it served: most
+// often a port picked free was taken before the agent bound it (by an
+// outgoing connection from the same loopback address).
+var errExitedEarly = errors.New("exited before serving")
+
+// tryStart is start, returning errExitedEarly (wrapped) rather than
+// failing the test when the process ends before it serves.
+func (m *member) tryStart(t *testing.T, all []*member) error {
+	t.Helper()
 	args := []string{"agent", "-data-dir", m.dir,
 		"-node", m.name, "-bind", m.ip, "-client", m.ip, "-http-port", fmt.Sprint(m.httpPort),
 		"-serf-lan-port", fmt.Sprint(m.serfPort), "-server-port", fmt.Sprint(m.rpcPort),
@@ -115,10 +130,11 @@ func (m *member) start(t *testing.T, all []*member) {
 	t.Cleanup(func() { m.kill() })
 	select {
 	case <-ready:
+		return nil
 	case <-exited:
-		t.Fatalf("%s exited before serving", m.name)
+		return fmt.Errorf("%s %w", m.name, errExitedEarly)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not serve within 30s", m.name)
+		return fmt.Errorf("%s did not serve within 30s", m.name)
 	}
 }
 
