@@ -18,7 +18,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	[[ ${DEMO_KEEP:-} == 1 ]] && echo "demo: kept $work" || rm -rf "$work"
+	if [[ ${DEMO_KEEP:-} == 1 ]]; then echo "demo: kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
@@ -41,9 +41,11 @@ else
 	bin=$work/trellis
 fi
 trellis() { "$bin" "$@"; }
+# Background processes run "$bin" itself, not the function: $! must be
+# the process that cleanup kills, not a subshell that would leave it.
 
 say "Starting a dev agent"
-trellis agent -dev -node demo -client 127.0.0.1 -bind 127.0.0.1 -http-port 0 -dns-port -1 -server-port 0 \
+"$bin" agent -dev -node demo -client 127.0.0.1 -bind 127.0.0.1 -http-port 0 -dns-port -1 -server-port 0 \
 	-serf-lan-port 0 -serf-wan-port 0 -grpc-port 0 -log-level warn >"$work/agent.out" 2>"$work/agent.err" &
 pids+=($!)
 wait_for "the agent" grep -q 'gRPC (xDS): 127' "$work/agent.out"
@@ -72,7 +74,7 @@ echo "web reaches db at 127.0.0.1:$upstream (its upstream), through web's and db
 
 say "Starting the two sidecars: trellis connect proxy -sidecar-for db-1 / web-1"
 for svc in db-1 web-1; do
-	trellis connect proxy -sidecar-for "$svc" -admin-bind 127.0.0.1:0 >"$work/$svc.out" 2>"$work/$svc.err" &
+	"$bin" connect proxy -sidecar-for "$svc" -admin-bind 127.0.0.1:0 >"$work/$svc.out" 2>"$work/$svc.err" &
 	pids+=($!)
 	wait_for "the $svc sidecar" grep -q 'started' "$work/$svc.out"
 	cat "$work/$svc.out"

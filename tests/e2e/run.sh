@@ -438,6 +438,13 @@ if ((demo_rc == 0)) && grep -q 'Done: allowed, denied by an intention, allowed a
 else
 	fail "demo: a request passes, is refused by a deny intention, and passes again" "exit $demo_rc; log tail: $(tail -n 15 "$work/demo.log")"
 fi
+# The demo's agent and sidecars run this binary; none may outlive it.
+if left=$(pgrep -f -- "^$work/trellis (agent -dev -node demo|connect proxy -sidecar-for (db|web)-1)"); then
+	fail "demo: stops what it started" "still running: $(echo "$left" | tr '\n' ' ')"
+	echo "$left" | xargs kill 2>/dev/null || true
+else
+	pass "demo: stops what it started"
+fi
 
 # --- stop ----------------------------------------------------------------------
 echo "e2e: stopping agent" >&2
