@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/agent/agenttest"
 	"github.com/trellis-mesh/trellis/internal/cli/clitest"
+	"github.com/trellis-mesh/trellis/internal/meshtest"
 	"github.com/trellis-mesh/trellis/internal/proxy"
 )
 
@@ -116,28 +118,30 @@ func startProxy(t *testing.T, newProxy func(proxy.Options) dataPlane, args ...st
 	return stdout, stderr, stop
 }
 
+// getStats returns the admin listener's /stats response and body.
+func getStats(t *testing.T, admin string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(admin + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
 // waitStat polls the admin listener's /stats until re matches it.
 func waitStat(t *testing.T, admin string, re *regexp.Regexp) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		resp, err := http.Get(admin + "/stats")
-		if err != nil {
-			t.Fatal(err)
+	meshtest.Eventually(t, within, func() error {
+		if _, body := getStats(t, admin); !re.Match(body) {
+			return fmt.Errorf("/stats does not match %s:\n%s", re, body)
 		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if re.Match(body) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/stats never matched %s; last:\n%s", re, body)
-		}
-		time.Sleep(50 * time.Millisecond) // polling, with the deadline above
-	}
+		return nil
+	})
 }
 
 func getReady(t *testing.T, admin string) int {
@@ -231,15 +235,7 @@ func TestProxyStartsAndStops(t *testing.T) {
 	if code := getReady(t, m[2]); code != http.StatusServiceUnavailable {
 		t.Errorf("/ready: %d before any configuration, want 503", code)
 	}
-	resp, err := http.Get(m[2] + "/stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, body := getStats(t, m[2])
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("/stats: %d %q, want 200 and Prometheus text", resp.StatusCode, ct)
 	}
