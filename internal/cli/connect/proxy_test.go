@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,6 +292,59 @@ func TestReleaseWhenQuiet(t *testing.T) {
 		time.Sleep(time.Hour)
 		expect(2, "after the command stopped")
 	})
+}
+
+// Every release gives the heap's free pages back, not only the first:
+// garbage made after the first release (by traffic, or by decoding a
+// new configuration) is returned by the next one. A live ballast keeps
+// the runtime's heap goal above what the heap holds, so that the
+// background scavenger leaves the garbage's pages alone and only the
+// release can return them.
+func TestReleaserReturnsTheHeapEachTime(t *testing.T) {
+	r := newReleaser(slog.New(slog.DiscardHandler))
+	r.release()
+
+	const size = 32 << 20
+	ballast := make([]byte, size)
+	garbage := make([][]byte, 0, 32)
+	for range 32 {
+		b := make([]byte, size/32)
+		for i := range b {
+			b[i] = 1 // resident, as traffic's buffers are
+		}
+		garbage = append(garbage, b)
+	}
+	garbage = nil
+	runtime.GC()
+	heldFree := func() uint64 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapIdle - ms.HeapReleased
+	}
+	before := heldFree()
+	if before < size/2 {
+		t.Fatalf("the heap holds %d free bytes after the garbage was collected, want at least %d", before, size/2)
+	}
+	r.release()
+	after := heldFree()
+	runtime.KeepAlive(ballast)
+	runtime.KeepAlive(garbage)
+	if after > size/8 {
+		t.Errorf("the second release left %d free bytes in the heap (%d before it), want at most %d", after, before, size/8)
+	}
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "trellis_proxy_memory_releases_total" {
+			counted = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if counted != 2 {
+		t.Errorf("trellis_proxy_memory_releases_total: %v, want 2", counted)
+	}
 }
 
 // Each configuration the data plane accepts is told, and a rejected
