@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -117,13 +118,8 @@ func TestReleasable(t *testing.T) {
 	// out, the one whose counts of copied pages are missing, the shared
 	// one, another file.
 	want := []uintptr{0x400000, 0x115e000, 0x7f0000003000, 0x7f0000004000}
-	if len(got) != len(want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("released %x, want %x", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("released %x, want %x", got, want)
-		}
 	}
 }
 
