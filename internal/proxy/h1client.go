@@ -30,7 +30,7 @@ import (
 // connection back at its end. Only a body of unknown or larger length is
 // written by a goroutine of its own, so that the response can start while
 // it streams (full duplex). Request cancellation closes the connection
-// (context.AfterFunc), which ends any read or write under way.
+// (onEnd, streamctx.go), which ends any read or write under way.
 //
 // Idle connections are kept per endpoint address and reused last in,
 // first out, so that the ones beyond what the load needs stay idle and
@@ -106,7 +106,7 @@ type h1Conn struct {
 	nread int64
 	limit int64
 
-	abortFn func() // abort as a func, made once for context.AfterFunc
+	abortFn func() // abort as a func, made once for onEnd
 
 	// The peek at the socket before reuse (h1peek_*.go).
 	rc       syscall.RawConn // nil: no peek
@@ -296,10 +296,10 @@ func idempotent(req *http.Request) bool {
 // stream writes any other body) and reads the response head. pc is its
 // own to close or hand on.
 func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte, stream *bodyWriter) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, pc.abortFn)
+	stop := onEnd(ctx, pc.abortFn)
 	n, err := pc.conn.Write(head)
 	if err != nil {
-		stop()
+		stop.stop()
 		pc.abort()
 		if ctx.Err() != nil {
 			return nil, ctxError(ctx)
@@ -311,7 +311,7 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 	}
 	if stream != nil {
 		if !pc.t.p.handlers.enter() {
-			stop()
+			stop.stop()
 			pc.abort()
 			return nil, errClosed
 		}
@@ -334,7 +334,7 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 		}
 	}
 	if err != nil {
-		stop()
+		stop.stop()
 		pc.abort()
 		putReader(br)
 		if ctx.Err() != nil {
@@ -348,7 +348,7 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, head []byte,
 	if upgrade {
 		// The connection is the tunnel's now: no longer the request's
 		// context's to end, nor the pool's.
-		if !stop() {
+		if !stop.stop() {
 			// The request ended as the 101 came: the abort is closing
 			// the connection.
 			putReader(br)
@@ -399,7 +399,7 @@ type h1Body struct {
 	body   msgBody
 	pc     *h1Conn
 	br     *bufio.Reader
-	stop   func() bool // of the cancellation's AfterFunc
+	stop   endHook // of the abort on the context's end
 	ctx    context.Context
 	stream *bodyWriter // nil: the request went out with its head
 	keep   bool        // the response and the request allow reuse
@@ -450,11 +450,11 @@ func (b *h1Body) finish(ok bool) bool {
 	if !ok {
 		// The reader may be in use by a concurrent Read: leave it to
 		// the collector.
-		b.stop()
+		b.stop.stop()
 		pc.abort()
 		return true
 	}
-	stopped := b.stop()
+	stopped := b.stop.stop()
 	// Bytes read past the response, which the next request would take
 	// for its response, close the connection.
 	keep := stopped && b.keep && b.br.Buffered() == 0 && !pc.tlsPending()
@@ -769,7 +769,7 @@ func appendRequestURI(b []byte, u *url.URL) []byte {
 // ctxError is the error of a request whose context ended: it wraps the
 // context's error and its cause.
 func ctxError(ctx context.Context) error {
-	err, cause := ctx.Err(), context.Cause(ctx)
+	err, cause := ctx.Err(), causeOf(ctx)
 	if cause == nil || cause == err {
 		return fmt.Errorf("proxy: upstream request: %w", err)
 	}

@@ -91,9 +91,6 @@ type downConn struct {
 	rwc    net.Conn             // hc, or TLS over it
 	tls    *tls.ConnectionState // nil in plaintext
 	remote string
-	// cancel ends the requests' context (serve's), which carries hc:
-	// the connection went away, or is over.
-	cancel context.CancelFunc
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	srv    *httpServer
@@ -135,6 +132,10 @@ type downConn struct {
 	// readDeadline is the read deadline set by the handler (or
 	// interrupt), which stopWatchLocked puts back after its own.
 	readDeadline time.Time // guarded by wmu
+
+	// stream is the context of the request a handler serves, which
+	// ends when the watch finds the connection gone.
+	stream *streamCtx // guarded by wmu
 }
 
 func newDownConn(p *Proxy, hc *httpConn, rwc net.Conn, cs *tls.ConnectionState) *downConn {
@@ -230,8 +231,8 @@ func (c *downConn) sniffPreface(idle time.Duration) (bool, error) {
 
 // serve serves c's requests until it ends, and closes it.
 func (c *downConn) serve(srv *httpServer) {
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), connKey{}, c.hc))
-	c.srv, c.cancel = srv, cancel
+	ctx := context.WithValue(context.Background(), connKey{}, c.hc)
+	c.srv = srv
 	c.bw = downWriters.Get().(*bufio.Writer)
 	c.bw.Reset(c.rwc)
 	linger := false
@@ -326,7 +327,7 @@ func (e *downError) Error() string { return e.text }
 var errHeaderTooLarge = errors.New("proxy: request header too large")
 
 // readRequest reads the next request, checked as net/http's server
-// does, and gives it ctx.
+// does, and gives it a streamCtx under ctx.
 func (c *downConn) readRequest(ctx context.Context) (*http.Request, error) {
 	c.limit, c.hitLimit = maxRequestHeaderBytes+downBufSize, false
 	head, buf, err := readHead(c.br, c.headBuf, 0)
@@ -343,7 +344,7 @@ func (c *downConn) readRequest(ctx context.Context) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := base.WithContext(ctx)
+	r := base.WithContext(newStreamCtx(ctx))
 	if kind != bodyNone {
 		b := &downBody{c: c, length: r.ContentLength}
 		b.msg.init(c.br, kind, n, &r.Trailer)
@@ -441,8 +442,10 @@ func (c *downConn) serveRequest(r *http.Request) (keep, linger bool) {
 		}
 	}
 
+	stream, _ := r.Context().(*streamCtx)
 	c.wmu.Lock()
 	c.armable = true
+	c.stream = stream
 	if body == nil {
 		c.armLocked()
 	}
@@ -453,7 +456,13 @@ func (c *downConn) serveRequest(r *http.Request) (keep, linger bool) {
 	c.wmu.Lock()
 	c.armable = false
 	c.stopWatchLocked()
+	c.stream = nil
 	c.wmu.Unlock()
+	if stream != nil {
+		// As net/http's server: the request's context ends with its
+		// handler.
+		stream.cancel(context.Canceled)
+	}
 	c.contMu.Lock()
 	c.canContinue = false
 	c.contMu.Unlock()
@@ -530,7 +539,7 @@ func (c *downConn) armLocked() {
 
 // watchConn reads a byte ahead, on the timer's goroutine, until the
 // client sends one (the next request: kept) or the connection ends
-// (which ends the requests' context), or stopWatchLocked interrupts it.
+// (which ends the request's context), or stopWatchLocked interrupts it.
 func (c *downConn) watchConn() {
 	c.wmu.Lock()
 	if c.watch != watchArmed {
@@ -543,16 +552,22 @@ func (c *downConn) watchConn() {
 	c.wmu.Unlock()
 	n, err := c.rwc.Read(c.byteBuf[:])
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if n > 0 {
 		c.hasByte = true
 	}
+	var gone *streamCtx
 	if err != nil && !(c.stopping && isTimeout(err)) {
 		c.rerr = err
-		c.cancel()
+		gone = c.stream
 	}
 	c.watch = watchIdle
 	c.wcond.Broadcast()
+	c.wmu.Unlock()
+	if gone != nil {
+		// Not under wmu: the context's end aborts the upstream
+		// connection, on this goroutine.
+		gone.cancel(context.Canceled)
+	}
 }
 
 // stopWatchLocked stops the watch and waits until its read, if it
@@ -616,7 +631,6 @@ func (c *downConn) close(linger bool) {
 		io.CopyN(io.Discard, c.rwc, maxLinger)
 	}
 	c.rwc.Close()
-	c.cancel()
 }
 
 // dateLine is the Date header line for now.
