@@ -28,8 +28,7 @@ type streamCtx struct {
 
 	mu     sync.Mutex
 	done   chan struct{} // guarded by mu: made by Done
-	err    error         // guarded by mu: set by the first cancel
-	cause  error         // guarded by mu
+	cause  error         // guarded by mu: set by the first cancel, which ends c
 	hooks  []endHookFn   // guarded by mu: run by cancel
 	buf    [2]endHookFn  // hooks' first backing array
 	nextID uint64        // guarded by mu
@@ -62,7 +61,7 @@ func (c *streamCtx) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done == nil {
-		if c.err != nil {
+		if c.cause != nil {
 			return closedDone
 		}
 		c.done = make(chan struct{})
@@ -73,7 +72,10 @@ func (c *streamCtx) Done() <-chan struct{} {
 func (c *streamCtx) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err
+	if c.cause != nil {
+		return context.Canceled
+	}
+	return nil
 }
 
 // Cause is what ended c, as context.Cause tells for a context of
@@ -92,11 +94,11 @@ func (c *streamCtx) cancel(cause error) {
 		cause = context.Canceled
 	}
 	c.mu.Lock()
-	if c.err != nil {
+	if c.cause != nil {
 		c.mu.Unlock()
 		return
 	}
-	c.err, c.cause = context.Canceled, cause
+	c.cause = cause
 	if c.done != nil {
 		close(c.done)
 	}
@@ -119,7 +121,7 @@ func (c *streamCtx) AfterFunc(f func()) func() bool {
 func (c *streamCtx) register(f func()) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
+	if c.cause != nil {
 		return 0
 	}
 	c.nextID++
